@@ -1,0 +1,34 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv on first use (and again only when
+# pyproject.toml changes), install pbe with its dev extra, then do their job.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pip prints one harmless line per package about this machine's optional local indexes; keep the log readable.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import pbe, torch, torchvision"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pbe.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,3 @@
+"""pbe: Paint by Example, reimplemented from scratch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""`make demo` until the editing pipeline lands: build the full-size model, count parameters, time one UNet forward.
+
+    python -m pbe.demo [--latent-size 32] [--batch 1] [--dtype fp32|bf16] [--tiny]
+
+Counts use the meta device (no memory). The timed forward builds a real UNet with random weights on the CPU
+(or the GPU when one is present): random weights, so the output is noise; the point is shape and speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pbe.models import PaintByExample, PaintByExampleConfig, UNet, count_parameters
+from pbe.models.clip_vision import VisionConfig
+from pbe.models.exemplar_encoder import ExemplarEncoderConfig
+from pbe.models.unet import UNetConfig
+from pbe.models.vae import VAEConfig
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def tiny_config() -> PaintByExampleConfig:
+    """A few-MB model with the full architecture's structure, for tests and quick looks."""
+    vision = VisionConfig(image_size=32, patch_size=4, width=32, layers=4, heads=4, mlp_dim=64)
+    return PaintByExampleConfig(
+        unet=UNetConfig(channels=(32, 64), attention_levels=(True, True), num_heads=4, context_dim=32),
+        vae=VAEConfig(channels=(32, 64)),
+        encoder=ExemplarEncoderConfig(vision=vision, mapper_depth=1, context_dim=32),
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m pbe.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--latent-size", type=int, default=32, help="latent height and width (image size / 8)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--tiny", action="store_true", help="use the tiny test configuration")
+    args = parser.parse_args(argv)
+    if args.latent_size < 1 or args.batch < 1:
+        parser.error("--latent-size and --batch must be positive")
+
+    config = tiny_config() if args.tiny else PaintByExampleConfig()
+    with torch.device("meta"):
+        model = PaintByExample(config)
+    counts = {
+        "unet": count_parameters(model.unet),
+        "vae": count_parameters(model.vae),
+        "exemplar encoder (CLIP tower)": count_parameters(model.encoder.vision),
+        "exemplar encoder (mapper, norm, projection, uncond vector)": count_parameters(model.encoder)
+        - count_parameters(model.encoder.vision),
+    }
+    print("Paint-by-Example model built from its config" + (" (tiny)" if args.tiny else " (SD v1 + ViT-L/14)"))
+    for name, n in counts.items():
+        print(f"  {name:<60s} {n / 1e6:10.2f} M")
+    print(f"  {'total':<60s} {sum(counts.values()) / 1e6:10.2f} M")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = DTYPES[args.dtype]
+    t0 = time.perf_counter()
+    unet = UNet(config.unet).to(device=device, dtype=dtype).eval()
+    built = time.perf_counter() - t0
+    s = args.latent_size
+    x = torch.randn(args.batch, config.unet.in_channels, s, s, device=device, dtype=dtype)
+    context = torch.randn(args.batch, 1, config.unet.context_dim, device=device, dtype=dtype)
+    unet.check_input(x)  # clear error for a latent size the UNet cannot downsample evenly
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        out = unet(x, torch.tensor([500], device=device), context)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+    print(f"UNet with random weights built on {device} in {built:.1f} s")
+    print(
+        f"One UNet forward, batch {args.batch}, {s}x{s} latents ({s * 8}x{s * 8} pixels), {args.dtype}: "
+        f"{elapsed:.2f} s -> output {tuple(out.shape)}"
+    )
+    return {"forward_s": elapsed, **counts}
+
+
+if __name__ == "__main__":
+    main()

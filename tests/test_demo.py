@@ -1,0 +1,15 @@
+from pbe import demo
+
+
+def test_demo_runs_on_tiny_config(capsys):
+    result = demo.main(["--tiny", "--latent-size", "8"])
+    out = capsys.readouterr().out
+    assert "unet" in out and "One UNet forward" in out and "(1, 4, 8, 8)" in out
+    assert result["unet"] > 0 and result["forward_s"] > 0
+
+
+def test_demo_rejects_latent_size_the_unet_cannot_downsample():
+    import pytest
+
+    with pytest.raises(ValueError, match="multiples of 2"):
+        demo.main(["--tiny", "--latent-size", "7"])
