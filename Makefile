@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pip prints one harmless line per package about this machine's optional local indexes; keep the log readable.
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d' 
 
 .PHONY: demo test lint venv clean
 
@@ -15,7 +15,6 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import pbe, torch, torchvision"
 	touch $(STAMP)

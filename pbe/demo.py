@@ -34,7 +34,9 @@ def tiny_config() -> PaintByExampleConfig:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m pbe.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--latent-size", type=int, default=32, help="latent height and width (image size / 8)")
+    parser.add_argument(
+        "--latent-size", type=int, default=32, help="latent height and width (image size / 8)"
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--tiny", action="store_true", help="use the tiny test configuration")
@@ -52,7 +54,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "exemplar encoder (mapper, norm, projection, uncond vector)": count_parameters(model.encoder)
         - count_parameters(model.encoder.vision),
     }
-    print("Paint-by-Example model built from its config" + (" (tiny)" if args.tiny else " (SD v1 + ViT-L/14)"))
+    print(
+        "Paint-by-Example model built from its config" + (" (tiny)" if args.tiny else " (SD v1 + ViT-L/14)")
+    )
     for name, n in counts.items():
         print(f"  {name:<60s} {n / 1e6:10.2f} M")
     print(f"  {'total':<60s} {sum(counts.values()) / 1e6:10.2f} M")
