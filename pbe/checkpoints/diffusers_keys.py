@@ -8,6 +8,7 @@ the round trip is the identity.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
@@ -16,7 +17,7 @@ import torch
 
 Rules = list[tuple[str, str]]
 
-_ATTENTION: Rules = [
+ATTENTION_RULES: Rules = [
     ("self_attn.", "attn1."),
     ("cross_attn.", "attn2."),
     ("q.", "to_q."),
@@ -42,7 +43,7 @@ UNET_RULES: Rules = [
     ("time_proj.", "time_emb_proj."),
     ("skip.", "conv_shortcut."),
     ("blocks.{}.", "transformer_blocks.{}."),
-    *_ATTENTION,
+    *ATTENTION_RULES,
 ]
 
 VAE_RULES: Rules = [
@@ -56,7 +57,7 @@ VAE_RULES: Rules = [
     ("mid.attn.norm.", "mid_block.attentions.0.group_norm."),
     ("mid.attn.attn.", "mid_block.attentions.0."),
     ("skip.", "conv_shortcut."),
-    *_ATTENTION,
+    *ATTENTION_RULES,
 ]
 
 # Attention names of VAE checkpoints saved by diffusers before 0.14; read, never written.
@@ -87,7 +88,7 @@ VISION_RULES: Rules = [
 EXEMPLAR_RULES: Rules = [
     ("mapper.{}.", "mapper.blocks.{}."),
     ("final_norm.", "final_layer_norm."),
-    *_ATTENTION,
+    *ATTENTION_RULES,
 ]
 
 VISION_PREFIX = {"transformers4": "model.vision_model.", "transformers5": "model."}
@@ -103,7 +104,8 @@ def _substitute(template: str) -> str:
     return r"\1" + re.sub(r"\{\}", lambda _: "\\" + str(next(count)), template)
 
 
-def _compiled(rules: Rules, to_diffusers: bool) -> list[tuple[re.Pattern, str]]:
+@functools.cache
+def _compiled(rules: tuple[tuple[str, str], ...], to_diffusers: bool) -> list[tuple[re.Pattern, str]]:
     out = []
     for native, diffusers in rules:
         src, dst = (native, diffusers) if to_diffusers else (diffusers, native)
@@ -111,18 +113,18 @@ def _compiled(rules: Rules, to_diffusers: bool) -> list[tuple[re.Pattern, str]]:
     return out
 
 
+def rename_key(key: str, rules: Rules, to_diffusers: bool) -> str:
+    # Keys end in a parameter name ("weight"); a trailing "." lets fragments ending in "." match the last component.
+    name = key + "."
+    for pattern, repl in _compiled(tuple(rules), to_diffusers):
+        name = pattern.sub(repl, name)
+    return name[:-1]
+
+
 def rename_all(
     state: Mapping[str, torch.Tensor], rules: Rules, to_diffusers: bool
 ) -> dict[str, torch.Tensor]:
-    # Keys end in a parameter name ("weight"); a trailing "." lets fragments ending in "." match the last component.
-    compiled = _compiled(rules, to_diffusers)
-    out = {}
-    for key, value in state.items():
-        name = key + "."
-        for pattern, repl in compiled:
-            name = pattern.sub(repl, name)
-        out[name[:-1]] = value
-    return out
+    return {rename_key(k, rules, to_diffusers): v for k, v in state.items()}
 
 
 def unet_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
