@@ -336,6 +336,10 @@ def scheduler_from_betas(betas: torch.Tensor | None) -> dict:
     if betas is None:
         return scheduler
     betas = betas.double()
+    if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
+        raise CheckpointError(
+            "the checkpoint's 'betas' buffer is not a noise schedule (values must lie in (0, 1))"
+        )
     for kind in ("scaled_linear", "linear"):
         candidate = {
             **scheduler,
