@@ -1,0 +1,504 @@
+"""Exemplar-guided image editing: a drop-in for diffusers' PaintByExamplePipeline, and more.
+
+    pipe = PaintByExamplePipeline.from_pretrained("model.ckpt")     # any layout pbe reads
+    result = pipe(image, mask_image, example_image, generator=torch.Generator().manual_seed(0)).images[0]
+
+Same call, same preprocessing, same order of random draws as diffusers (initial noise first, then the VAE posterior
+sample of the masked image), so the same weights and seed give the same image. Beyond diffusers:
+- `strength < 1` starts from the source latent noised to the matching step (image-to-image) instead of pure noise;
+- `paste_back=True` puts the original pixels back outside the mask (bit-identical), optionally with a feathered edge;
+- any image size: sizes the UNet cannot take are padded (edge pixels repeated, kept by the mask) and cropped back;
+- `generate_mask` (DiffEdit-style automatic mask), `invert` (DDIM inversion) and `image_latents=` (edit from an
+  inversion, keeping the inverted trajectory outside the mask at every step).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pbe.checkpoints.formats import Checkpoint, load_checkpoint
+from pbe.diffusion import (
+    SAMPLERS,
+    add_noise,
+    from_scheduler_config,
+    img2img_start_step,
+    init_noise_sigma,
+    invert_ddim,
+)
+from pbe.models import PaintByExample
+from pbe.preprocess import (
+    as_list,
+    exemplar_tensor,
+    feathered_alpha,
+    image_tensor,
+    keep_mask,
+    pad_to_multiple,
+    to_mask_float,
+)
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class PipelineOutput:
+    images: list[Image.Image] | np.ndarray | torch.Tensor
+    nsfw_content_detected: None = None  # diffusers' field; pbe has no safety checker
+
+
+@dataclass
+class InversionOutput:
+    """DDIM inversion of a batch of images.
+
+    trajectory: (B, n + 1, 4, h, w), index 0 the most noisy latent (where editing starts), index n the clean latent;
+    entry k is the latent before sampling step `start_step + k` of a `num_inference_steps`-step DDIM run.
+    """
+
+    trajectory: torch.Tensor
+    num_inference_steps: int
+    start_step: int
+
+    @property
+    def latents(self) -> torch.Tensor:
+        return self.trajectory[:, 0]
+
+
+@dataclass
+class _Inputs:
+    """Validated, preprocessed inputs (padded to a size the UNet takes)."""
+
+    images: torch.Tensor  # (B, 3, H, W) in [-1, 1]
+    keep: torch.Tensor  # (B, 1, H, W), 1 = keep
+    pixels: list[np.ndarray | None]  # original uint8 pixels, for exact paste-back
+    exemplars: torch.Tensor | None  # (B, 3, 224, 224)
+    height: int  # before padding
+    width: int
+
+
+class PaintByExamplePipeline:
+    def __init__(
+        self,
+        model: PaintByExample,
+        scheduler_config: dict | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        self.model = model.eval().requires_grad_(False)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.dtype = dtype or next(model.parameters()).dtype
+        self.model.to(device=self.device, dtype=self.dtype)
+        self.scheduler_config = dict(scheduler_config or {})
+        # The checkpoint's own sampler (PLMS on the SD schedule for the released model)
+        self.default_sampler, self.schedule, self.sampler_options = from_scheduler_config(
+            self.scheduler_config
+            or {"_class_name": "PNDMScheduler", "skip_prk_steps": True, "steps_offset": 1}
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        config: dict | None = None,
+    ) -> PaintByExamplePipeline:
+        """Load the authors' model.ckpt, a diffusers folder or a pbe folder. `config`: what shapes cannot tell."""
+        ckpt = load_checkpoint(path, config)
+        return cls.from_checkpoint(ckpt, torch_dtype, device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, torch_dtype=None, device=None) -> PaintByExamplePipeline:
+        return cls(ckpt.model(dtype=torch_dtype, device=device), ckpt.scheduler, device, torch_dtype)
+
+    # ----------------------------------------------------------------------------------------------- helpers
+
+    @property
+    def vae_scale(self) -> int:
+        return self.model.vae.config.downsample_factor
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_scale * self.model.unet.config.downsample_factor
+
+    def _sampler(self, name: str | None) -> tuple[str, dict]:
+        if name is None:
+            return self.default_sampler, dict(self.sampler_options)
+        if name not in SAMPLERS:
+            raise ValueError(f"sampler={name!r}; valid: {', '.join(SAMPLERS)}")
+        return name, {}
+
+    def _prepare(self, image, mask_image, example_image, need_exemplar: bool = True) -> _Inputs:
+        images = as_list(image, "image")
+        masks = as_list(mask_image, "mask_image") if mask_image is not None else None
+        if masks is not None and len(masks) not in (1, len(images)):
+            raise ValueError(
+                f"mask_image: {len(masks)} masks for {len(images)} images; give one, or one per image"
+            )
+        tensors, pixels = zip(
+            *(image_tensor(img, f"image[{i}]") for i, img in enumerate(images)), strict=True
+        )
+        shape = tensors[0].shape
+        if any(t.shape != shape for t in tensors):
+            raise ValueError(
+                f"image: all images in a batch must have one size; got {[tuple(t.shape) for t in tensors]}"
+            )
+        h, w = shape[1:]
+        if h < self.vae_scale or w < self.vae_scale:
+            raise ValueError(
+                f"image is {w}x{h} pixels; it must be at least {self.vae_scale}x{self.vae_scale} (one latent pixel)"
+            )
+        if masks is None:
+            keep = torch.zeros(len(images), 1, h, w)  # everything may change
+        else:
+            floats = [to_mask_float(m, f"mask_image[{i}]") for i, m in enumerate(masks)]
+            for i, m in enumerate(floats):
+                if m.shape != (h, w):
+                    raise ValueError(
+                        f"mask_image[{i}] is {m.shape[1]}x{m.shape[0]} but image is {w}x{h}; they must match"
+                    )
+            keep = torch.stack([keep_mask(m)[None] for m in floats])
+            if len(floats) == 1 and len(images) > 1:
+                keep = keep.expand(len(images), -1, -1, -1)
+        exemplars = (
+            self._exemplar_batch(example_image, len(images), "example_image") if need_exemplar else None
+        )
+        images_t = torch.stack(tensors)
+        images_t, _, _ = pad_to_multiple(images_t, self.size_multiple)
+        keep, _, _ = pad_to_multiple(keep, self.size_multiple, value=1.0)  # padding is never edited
+        return _Inputs(images_t, keep, list(pixels), exemplars, h, w)
+
+    def _exemplar_batch(self, example_image, batch: int, name: str) -> torch.Tensor:
+        examples = as_list(example_image, name)
+        if len(examples) not in (1, batch):
+            raise ValueError(
+                f"{name}: {len(examples)} exemplars for {batch} images; give one, or one per image"
+            )
+        size = self.model.encoder.config.vision.image_size
+        exemplars = torch.stack([exemplar_tensor(e, f"{name}[{i}]", size) for i, e in enumerate(examples)])
+        return exemplars.expand(batch, -1, -1, -1) if len(examples) == 1 else exemplars
+
+    def _encode_exemplars(self, exemplars: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(exemplars.to(self.device, self.dtype))
+
+    def _draw(self, shape, generator: torch.Generator | None) -> torch.Tensor:
+        device = generator.device if generator is not None else self.device
+        return torch.randn(shape, generator=generator, device=device, dtype=self.dtype).to(self.device)
+
+    def _encode_images(self, images: torch.Tensor, generator, sample: bool) -> torch.Tensor:
+        posterior = self.model.vae.encode(images.to(self.device, self.dtype))
+        latents = posterior.sample(generator) if sample else posterior.mode()
+        return self.model.vae.config.scale_factor * latents
+
+    def _denoiser(self, context: torch.Tensor, cond_latents: torch.Tensor, guidance_scale: float):
+        """eps(x, t) with classifier-free guidance; context is [uncond; cond] when guidance is on."""
+        guided = guidance_scale > 1.0
+        unet = self.model.unet
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x = x.to(self.dtype)
+            inp = torch.cat([x, x]) if guided else x
+            eps = unet(torch.cat([inp, cond_latents], dim=1), t, context)
+            if guided:
+                uncond, cond = eps.chunk(2)
+                eps = uncond + guidance_scale * (cond - uncond)
+            return eps
+
+        return denoise
+
+    def _context(self, exemplars: torch.Tensor, n: int, guidance_scale: float) -> torch.Tensor:
+        cond = self._encode_exemplars(exemplars).repeat_interleave(n, dim=0)
+        if guidance_scale <= 1.0:
+            return cond
+        uncond = self.model.encoder.unconditional(cond.shape[0], cond.shape[1]).to(cond.dtype)
+        return torch.cat([uncond, cond])
+
+    def _cond_latents(
+        self, inputs: _Inputs, n: int, guided: bool, generator, sample: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked-image latents and mask at latent size, CFG-doubled; latent keep mask (B*n, 1, h, w)).
+
+        sample=True draws the masked-image latent from the VAE posterior with `generator` (diffusers' order of
+        draws); False takes the posterior mean (deterministic, for inversion)."""
+        h, w = (s // self.vae_scale for s in inputs.images.shape[-2:])
+        mask = F.interpolate(inputs.keep, size=(h, w)).to(self.device, self.dtype)
+        masked = self._encode_images(inputs.images * inputs.keep, generator, sample=sample)
+        mask, masked = mask.repeat_interleave(n, dim=0), masked.repeat_interleave(n, dim=0)
+        cond = torch.cat([masked, mask], dim=1)
+        return (torch.cat([cond, cond]) if guided else cond), mask
+
+    # ----------------------------------------------------------------------------------------------- editing
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        mask_image,
+        example_image,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        strength: float = 1.0,
+        paste_back: bool = False,
+        sampler: str | None = None,
+        callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        image_latents: InversionOutput | torch.Tensor | None = None,
+        feather: int = 0,
+        progress: bool = True,
+    ) -> PipelineOutput:
+        """Paint `example_image` into the white region of `mask_image` on `image`.
+
+        Lists of images / masks / exemplars batch (a single mask or exemplar is shared). `latents`: the initial noise
+        (B * num_images_per_prompt, 4, h, w) instead of drawing it. `image_latents`: the output of `invert` (or its
+        trajectory) to edit from; it implies DDIM. `feather`: paste-back edge width in pixels (into the edited
+        region only, so kept pixels stay exact).
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}; valid: {OUTPUT_TYPES}")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {guidance_scale}")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(
+                f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}"
+            )
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
+            raise ValueError(f"num_inference_steps must be an integer, got {num_inference_steps!r}")
+        self.schedule.check_steps(num_inference_steps)
+        start_step = img2img_start_step(num_inference_steps, strength)
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        if feather < 0:
+            raise ValueError(f"feather must be >= 0 pixels, got {feather}")
+        if mask_image is None:
+            raise ValueError("mask_image is required (white = the region to repaint)")
+        name, options = self._sampler(sampler)
+        trajectory = None
+        if image_latents is not None:
+            if sampler not in (None, "ddim"):
+                raise ValueError(
+                    f"image_latents come from DDIM inversion; sampler={sampler!r} cannot use them"
+                )
+            name, options = "ddim", {}
+            trajectory = (
+                image_latents.trajectory if isinstance(image_latents, InversionOutput) else image_latents
+            )
+            start_step = num_inference_steps + 1 - trajectory.shape[1]
+            if trajectory.ndim != 5 or not 0 <= start_step < num_inference_steps:
+                raise ValueError(
+                    f"image_latents has shape {tuple(trajectory.shape)}; expected (B, n + 1, 4, h, w) from "
+                    f"invert(..., num_inference_steps={num_inference_steps}) with 1 <= n <= {num_inference_steps}"
+                )
+        if name == "ddim":
+            options["eta"] = eta
+
+        inputs = self._prepare(image, mask_image, example_image)
+        batch, n = inputs.images.shape[0], num_images_per_prompt
+        lat_h, lat_w = (s // self.vae_scale for s in inputs.images.shape[-2:])
+        shape = (batch * n, self.model.vae.config.latent_channels, lat_h, lat_w)
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {shape}")
+        if trajectory is not None and tuple(trajectory.shape[:1]) + tuple(trajectory.shape[2:]) != (
+            batch,
+            *shape[1:],
+        ):
+            raise ValueError(
+                f"image_latents batch / latent shape {tuple(trajectory.shape)} does not match the images"
+            )
+        if bool((inputs.keep == 1).all()):
+            warnings.warn(
+                "mask_image marks nothing to repaint (all black); returning the input unchanged", stacklevel=2
+            )
+            return self._unchanged(inputs, n, output_type)
+
+        guided = guidance_scale > 1.0
+        context = self._context(inputs.exemplars, n, guidance_scale)
+        noise = latents.to(self.device, self.dtype) if latents is not None else self._draw(shape, generator)
+        cond_latents, latent_keep = self._cond_latents(inputs, n, guided, generator)
+        if trajectory is not None:
+            x = trajectory[:, 0].to(self.device, self.dtype).repeat_interleave(n, dim=0)
+        elif start_step == 0:
+            x = noise * init_noise_sigma(name, self.schedule, num_inference_steps, **options)
+        else:
+            source = self._encode_images(inputs.images, generator, sample=False).repeat_interleave(n, dim=0)
+            x = add_noise(name, self.schedule, num_inference_steps, source, noise, start_step, **options)
+
+        def step_callback(i: int, t: torch.Tensor, x: torch.Tensor):
+            if trajectory is not None:
+                k = i - start_step + 1
+                kept = trajectory[:, k].to(x.device, x.dtype).repeat_interleave(n, dim=0)
+                x = latent_keep * kept + (1 - latent_keep) * x
+            if callback is not None:
+                callback(i, t, x)
+            return x if trajectory is not None else None
+
+        x = SAMPLERS[name](
+            self._denoiser(context, cond_latents, guidance_scale),
+            x,
+            self.schedule,
+            num_inference_steps,
+            generator=generator,
+            callback=step_callback,
+            progress=progress,
+            start_step=start_step,
+            **options,
+        )
+        if output_type == "latent":
+            return PipelineOutput(images=x)
+        decoded = self.model.vae.decode(x / self.model.vae.config.scale_factor)
+        images = (decoded / 2 + 0.5).clamp(0, 1).float().cpu()[..., : inputs.height, : inputs.width]
+        if paste_back:
+            images = self._paste_back(images, inputs, n, feather)
+        return PipelineOutput(images=self._to_output(images, output_type))
+
+    def _paste_back(self, images: torch.Tensor, inputs: _Inputs, n: int, feather: int) -> torch.Tensor:
+        """Original pixels where the mask keeps them (exactly: from the uint8 input where there was one)."""
+        keep = inputs.keep[..., : inputs.height, : inputs.width].float()
+        alpha = feathered_alpha(keep, feather)
+        source = (inputs.images[..., : inputs.height, : inputs.width].float() + 1) / 2
+        for i, pixels in enumerate(inputs.pixels):
+            if pixels is not None:
+                source[i] = torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        alpha, source = alpha.repeat_interleave(n, dim=0), source.repeat_interleave(n, dim=0)
+        return torch.where(alpha == 1, source, alpha * source + (1 - alpha) * images)
+
+    def _to_output(self, images: torch.Tensor, output_type: str):
+        if output_type == "pt":
+            return images
+        array = images.permute(0, 2, 3, 1).numpy()
+        if output_type == "np":
+            return array
+        return [Image.fromarray(a) for a in (array * 255).round().astype(np.uint8)]
+
+    def _unchanged(self, inputs: _Inputs, n: int, output_type: str) -> PipelineOutput:
+        if output_type == "latent":
+            with torch.no_grad():
+                return PipelineOutput(
+                    self._encode_images(inputs.images, None, sample=False).repeat_interleave(n, 0)
+                )
+        images = torch.zeros(inputs.images.shape[0] * n, 3, inputs.height, inputs.width)
+        return PipelineOutput(images=self._to_output(self._paste_back(images, inputs, n, 0), output_type))
+
+    # ----------------------------------------------------------------------------------------------- DiffEdit
+
+    @torch.no_grad()
+    def generate_mask(
+        self,
+        image,
+        example_image,
+        reference_image=None,
+        strength: float = 0.5,
+        num_maps: int = 10,
+        threshold_ratio: float = 3.0,
+        generator: torch.Generator | None = None,
+        num_inference_steps: int = 50,
+        output_type: str = "pil",
+    ):
+        """DiffEdit-style mask of where `example_image` would change `image` (white = repaint).
+
+        The image latent is noised to `strength`; the UNet (asked to repaint everything) predicts noise under the
+        exemplar and under the unconditional vector (or `reference_image`, an exemplar of what is there now);
+        |difference| averaged over `num_maps` noise draws and channels, clamped at `threshold_ratio` x its mean,
+        normalised and thresholded at 0.5. Returns one mask per image: PIL "L" images, or a (B, 1, H, W) tensor
+        for output_type="pt".
+        """
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if not isinstance(num_maps, int) or num_maps < 1:
+            raise ValueError(f"num_maps must be a positive integer, got {num_maps!r}")
+        if threshold_ratio <= 0:
+            raise ValueError(f"threshold_ratio must be > 0, got {threshold_ratio}")
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type={output_type!r}; valid: ('pil', 'pt')")
+        self.schedule.check_steps(num_inference_steps)
+        inputs = self._prepare(image, None, example_image)
+        batch = inputs.images.shape[0]
+        reference = (
+            None
+            if reference_image is None
+            else self._exemplar_batch(reference_image, batch, "reference_image")
+        )
+        source = self._encode_images(inputs.images, generator, sample=False)
+        start = min(img2img_start_step(num_inference_steps, strength), num_inference_steps - 1)
+        t = self.schedule.timesteps(num_inference_steps)[start].to(self.device)
+        target = self._encode_exemplars(inputs.exemplars)
+        other = (
+            self._encode_exemplars(reference)
+            if reference is not None
+            else self.model.encoder.unconditional(batch, target.shape[1]).to(target.dtype)
+        )
+        cond_latents, _ = self._cond_latents(inputs, 1, False, generator)  # keep = 0 everywhere: repaint all
+        total = torch.zeros_like(source[:, :1])
+        for _ in range(num_maps):
+            noise = self._draw(source.shape, generator)
+            a = self.schedule.alpha_list[int(t)]
+            x = a**0.5 * source + (1 - a) ** 0.5 * noise
+            inp = torch.cat([torch.cat([x, x]), torch.cat([cond_latents, cond_latents])], dim=1)
+            eps = self.model.unet(inp, t, torch.cat([target, other]))
+            e_target, e_other = eps.chunk(2)
+            total += (e_target - e_other).abs().mean(dim=1, keepdim=True)
+        guidance = total / num_maps
+        clamp = guidance.flatten(1).mean(dim=1).view(-1, 1, 1, 1) * threshold_ratio
+        mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()
+        mask = F.interpolate(mask, scale_factor=self.vae_scale, mode="nearest")[
+            ..., : inputs.height, : inputs.width
+        ]
+        if output_type == "pt":
+            return mask.cpu()
+        return [Image.fromarray((m[0].cpu().numpy() * 255).astype(np.uint8), mode="L") for m in mask]
+
+    @torch.no_grad()
+    def invert(
+        self,
+        image,
+        example_image=None,
+        num_inference_steps: int = 50,
+        strength: float = 1.0,
+        mask_image=None,
+        progress: bool = True,
+    ) -> InversionOutput:
+        """DDIM-invert `image` under the source conditioning (`example_image`, or the unconditional vector).
+
+        `strength` < 1 inverts only part of the way (the edit then starts at the matching step). The UNet sees
+        `mask_image` (white = repaint; default: repaint everything), as the edit will.
+        """
+        self.schedule.check_steps(num_inference_steps)
+        start = img2img_start_step(num_inference_steps, strength)
+        if start >= num_inference_steps:
+            raise ValueError(f"strength={strength} inverts no step; use strength > 0")
+        inputs = self._prepare(image, mask_image, example_image, need_exemplar=example_image is not None)
+        batch = inputs.images.shape[0]
+        if inputs.exemplars is not None:
+            context = self._encode_exemplars(inputs.exemplars)
+        else:
+            context = self.model.encoder.unconditional(batch).to(self.dtype)
+        cond_latents, _ = self._cond_latents(inputs, 1, False, None, sample=False)
+        source = self._encode_images(inputs.images, None, sample=False)
+        states = [source]
+        denoise = self._denoiser(context, cond_latents, 1.0)
+
+        def keep_state(i, t, x):
+            states.append(x)
+
+        invert_ddim(
+            denoise,
+            source,
+            self.schedule,
+            num_inference_steps,
+            callback=keep_state,
+            progress=progress,
+            start_step=start,
+        )
+        trajectory = torch.stack(states[::-1], dim=1)
+        return InversionOutput(
+            trajectory=trajectory, num_inference_steps=num_inference_steps, start_step=start
+        )

@@ -1,0 +1,425 @@
+"""The editing pipeline: parity with diffusers' PaintByExamplePipeline, and what goes beyond it."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_diffusers_pipeline
+from PIL import Image
+
+from pbe import PaintByExamplePipeline
+from pbe.checkpoints.formats import load_checkpoint, save_checkpoint
+
+
+def photo(h, w, seed=0, mode="RGB"):
+    g = torch.Generator().manual_seed(seed)
+    img = Image.fromarray((torch.rand(h, w, 3, generator=g) * 255).byte().numpy())
+    return img.convert(mode)
+
+
+def box_mask(h, w, box):
+    mask = Image.new("L", (w, h), 0)
+    mask.paste(255, box)
+    return mask
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipe") / "tiny"
+    tiny_diffusers_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(folder):
+    return PaintByExamplePipeline.from_pretrained(folder)
+
+
+def scheduler(name):
+    from diffusers import DDIMScheduler, LMSDiscreteScheduler, PNDMScheduler
+
+    common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    return {
+        "pndm": lambda: PNDMScheduler(**common, skip_prk_steps=True, steps_offset=1),
+        "ddim": lambda: DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        "lms": lambda: LMSDiscreteScheduler(**common),
+    }[name]()
+
+
+PARITY = {
+    "pndm_non_square": dict(scheduler="pndm", size=(32, 48), call={}),
+    "ddim_eta": dict(scheduler="ddim", size=(48, 32), call={"eta": 0.5}),
+    "lms": dict(scheduler="lms", size=(32, 32), call={}),
+    "no_guidance": dict(scheduler="pndm", size=(32, 48), call={"guidance_scale": 1.0}),
+    "two_per_prompt": dict(scheduler="ddim", size=(32, 32), call={"num_images_per_prompt": 2}),
+    "batch_of_two": dict(scheduler="pndm", size=(32, 48), call={}, batch=2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARITY))
+def test_matches_diffusers(case, tmp_path):
+    spec = PARITY[case]
+    ref = tiny_diffusers_pipeline(scheduler=scheduler(spec["scheduler"]))
+    ref.save_pretrained(tmp_path / "m")
+    ours = PaintByExamplePipeline.from_pretrained(tmp_path / "m")
+    assert ours.default_sampler == {"pndm": "pndm", "ddim": "ddim", "lms": "lms"}[spec["scheduler"]]
+    h, w = spec["size"]
+    batch = spec.get("batch", 1)
+    images = [photo(h, w, seed=i) for i in range(batch)]
+    masks = [box_mask(h, w, (8, 8, w - 8, h - 16 + 8 * i)) for i in range(batch)]
+    examples = [photo(40 + 8 * i, 56, seed=10 + i) for i in range(batch)]
+    if batch == 1:
+        images, masks, examples = images[0], masks[0], examples[0]
+    kwargs = dict(
+        image=images, mask_image=masks, example_image=examples, num_inference_steps=4, output_type="np"
+    )
+    kwargs.update(spec["call"])
+    expected = ref(**kwargs, generator=torch.Generator().manual_seed(7)).images
+    got = ours(**kwargs, generator=torch.Generator().manual_seed(7), progress=False).images
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-3
+    assert np.abs(expected - 0.5).max() > 0.1  # not a degenerate image
+
+
+def test_same_seed_same_image_and_other_seed_differs(pipe):
+    kwargs = dict(
+        image=photo(32, 32), mask_image=box_mask(32, 32, (8, 8, 24, 24)), example_image=photo(32, 32, 1)
+    )
+    a = pipe(
+        **kwargs,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        progress=False,
+    )
+    b = pipe(
+        **kwargs,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        progress=False,
+    )
+    c = pipe(
+        **kwargs,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(1),
+        output_type="np",
+        progress=False,
+    )
+    assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+
+
+@pytest.mark.parametrize("output_type", ["pil", "np"])
+@pytest.mark.parametrize("feather", [0, 3])
+def test_paste_back_keeps_every_unmasked_pixel(pipe, output_type, feather):
+    source = photo(40, 48, seed=3)
+    mask = box_mask(40, 48, (10, 6, 30, 26))
+    out = pipe(
+        source,
+        mask,
+        photo(30, 30, 4),
+        num_inference_steps=3,
+        paste_back=True,
+        feather=feather,
+        output_type=output_type,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    ).images[0]
+    result = np.array(out) if output_type == "pil" else (out * 255).round().astype(np.uint8)
+    kept = np.array(mask) < 128
+    assert np.array_equal(result[kept], np.array(source)[kept])
+    assert not np.array_equal(result[~kept], np.array(source)[~kept])
+
+
+def test_without_paste_back_the_background_passes_through_the_vae(pipe):
+    source = photo(40, 48, seed=3)
+    mask = box_mask(40, 48, (10, 6, 30, 26))
+    out = pipe(source, mask, photo(30, 30, 4), num_inference_steps=2, progress=False).images[0]
+    kept = np.array(mask) < 128
+    assert not np.array_equal(np.array(out)[kept], np.array(source)[kept])
+
+
+def test_strength_one_is_full_generation(pipe):
+    kwargs = dict(
+        image=photo(32, 32), mask_image=box_mask(32, 32, (4, 4, 28, 28)), example_image=photo(24, 24, 2)
+    )
+    full = pipe(
+        **kwargs,
+        num_inference_steps=4,
+        generator=torch.Generator().manual_seed(5),
+        output_type="np",
+        progress=False,
+    )
+    one = pipe(
+        **kwargs,
+        num_inference_steps=4,
+        strength=1.0,
+        generator=torch.Generator().manual_seed(5),
+        output_type="np",
+        progress=False,
+    )
+    assert np.array_equal(full.images, one.images)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "lms"])
+def test_lower_strength_stays_closer_to_the_source(pipe, sampler):
+    image, mask = photo(32, 32, seed=8), box_mask(32, 32, (4, 4, 28, 28))
+    source = pipe._encode_images(pipe._prepare(image, mask, image).images, None, sample=False)
+
+    def distance(strength):
+        total = 0.0
+        for seed in range(3):
+            out = pipe(
+                image,
+                mask,
+                photo(24, 24, 9),
+                num_inference_steps=10,
+                strength=strength,
+                sampler=sampler,
+                output_type="latent",
+                generator=torch.Generator().manual_seed(seed),
+                progress=False,
+            ).images
+            total += (out - source).square().mean().item()
+        return total / 3
+
+    near, mid, far = distance(0.2), distance(0.6), distance(1.0)
+    assert near < mid < far
+
+
+def test_strength_zero_runs_no_step(pipe):
+    calls = []
+    pipe(
+        photo(32, 32),
+        box_mask(32, 32, (4, 4, 28, 28)),
+        photo(24, 24),
+        num_inference_steps=5,
+        strength=0.0,
+        callback=lambda *a: calls.append(a),
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert calls == []
+
+
+@pytest.mark.parametrize("size", [(30, 45), (17, 9)])
+def test_sizes_the_unet_cannot_take_are_padded_and_cropped_back(pipe, size):
+    h, w = size
+    out = pipe(
+        photo(h, w),
+        box_mask(h, w, (2, 2, w - 2, h - 2)),
+        photo(20, 20),
+        num_inference_steps=2,
+        paste_back=True,
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.images[0].size == (w, h)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+def test_grayscale_rgba_and_palette_inputs_are_converted(pipe, mode):
+    out = pipe(
+        photo(32, 32, mode=mode),
+        box_mask(32, 32, (8, 8, 24, 24)),
+        photo(32, 32, 1, mode=mode),
+        num_inference_steps=2,
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.images[0].mode == "RGB" and out.images[0].size == (32, 32)
+
+
+def test_output_types(pipe):
+    kwargs = dict(
+        image=photo(32, 48),
+        mask_image=box_mask(32, 48, (8, 8, 24, 24)),
+        example_image=photo(32, 32),
+        num_inference_steps=2,
+        num_images_per_prompt=2,
+        progress=False,
+    )
+    pil = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    np_ = pipe(**kwargs, generator=torch.Generator().manual_seed(0), output_type="np").images
+    pt = pipe(**kwargs, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    latent = pipe(**kwargs, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert len(pil) == 2 and pil[0].size == (48, 32)
+    assert (
+        np_.shape == (2, 32, 48, 3) and pt.shape == (2, 3, 32, 48) and latent.shape == (2, 4, 16, 24)
+    )  # the tiny VAE downsamples by 2
+    assert np.array_equal(np.array(pil[1]), (np_[1] * 255).round().astype(np.uint8))
+    assert torch.equal(pt.permute(0, 2, 3, 1), torch.from_numpy(np_))
+
+
+def test_file_paths_are_accepted(pipe, tmp_path):
+    photo(32, 32).save(tmp_path / "img.png")
+    box_mask(32, 32, (8, 8, 24, 24)).save(tmp_path / "mask.png")
+    photo(32, 32, 1).save(tmp_path / "ex.jpg")
+    out = pipe(
+        tmp_path / "img.png",
+        str(tmp_path / "mask.png"),
+        tmp_path / "ex.jpg",
+        num_inference_steps=2,
+        progress=False,
+    )
+    assert out.images[0].size == (32, 32)
+
+
+def test_loads_original_layout_with_plms_default(folder, tmp_path):
+    save_checkpoint(load_checkpoint(folder), tmp_path / "model.ckpt", "ldm", progress=False)
+    pipe = PaintByExamplePipeline.from_pretrained(
+        tmp_path / "model.ckpt", config={"encoder": {"vision": {"heads": 4}}}
+    )
+    assert pipe.default_sampler == "pndm" and pipe.sampler_options == {"skip_prk_steps": True}
+
+
+# ------------------------------------------------------------------------------------------ DiffEdit
+
+
+def test_generate_mask_is_deterministic_and_binary(pipe):
+    image = photo(32, 48, seed=2)
+    a = pipe.generate_mask(image, photo(32, 32, 5), generator=torch.Generator().manual_seed(0), num_maps=3)
+    b = pipe.generate_mask(image, photo(32, 32, 5), generator=torch.Generator().manual_seed(0), num_maps=3)
+    c = pipe.generate_mask(
+        image,
+        photo(32, 32, 5),
+        reference_image=photo(32, 32, 6),
+        num_maps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    )
+    assert len(a) == 1 and a[0].mode == "L" and a[0].size == (48, 32)
+    assert np.array_equal(np.array(a[0]), np.array(b[0]))
+    assert set(np.unique(np.array(a[0]))) <= {0, 255} and 0 < np.array(a[0]).mean() < 255
+    assert c.shape == (1, 1, 32, 48) and set(c.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_generated_mask_feeds_the_pipeline(pipe):
+    image = photo(32, 32, seed=2)
+    mask = pipe.generate_mask(image, photo(32, 32, 5), generator=torch.Generator().manual_seed(0), num_maps=2)
+    out = pipe(
+        image,
+        mask,
+        photo(32, 32, 5),
+        num_inference_steps=2,
+        paste_back=True,
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    kept = np.array(mask[0]) < 128
+    assert np.array_equal(np.array(out)[kept], np.array(image)[kept])
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_invert_shapes_and_determinism(pipe, strength):
+    image = photo(32, 48, seed=4)
+    a = pipe.invert(image, photo(32, 32, 5), num_inference_steps=6, strength=strength, progress=False)
+    b = pipe.invert(image, photo(32, 32, 5), num_inference_steps=6, strength=strength, progress=False)
+    n = 6 - a.start_step
+    assert a.start_step == (0 if strength == 1.0 else 3)
+    assert a.trajectory.shape == (1, n + 1, 4, 16, 24) and a.latents.shape == (1, 4, 16, 24)
+    assert torch.equal(a.trajectory, b.trajectory)
+    clean = pipe._encode_images(pipe._prepare(image, None, image).images, None, sample=False)
+    assert torch.equal(a.trajectory[:, -1], clean)
+
+
+def test_editing_from_inversion_keeps_the_inverted_trajectory_outside_the_mask(pipe):
+    image, mask = photo(32, 48, seed=4), box_mask(32, 48, (16, 8, 32, 24))
+    inversion = pipe.invert(image, num_inference_steps=5, strength=0.8, mask_image=mask, progress=False)
+    seen = []
+    out = pipe(
+        image,
+        mask,
+        photo(32, 32, 5),
+        num_inference_steps=5,
+        image_latents=inversion,
+        output_type="latent",
+        callback=lambda i, t, x: seen.append(i),
+        progress=False,
+    ).images
+    keep = torch.nn.functional.interpolate(pipe._prepare(image, mask, image).keep, size=(16, 24)) == 1
+    clean = inversion.trajectory[:, -1]
+    assert torch.equal(out[keep.expand_as(out)], clean[keep.expand_as(clean)])
+    assert not torch.equal(out, clean)
+    assert seen == list(range(inversion.start_step, 5))
+    with pytest.raises(ValueError, match="num_inference_steps=7"):
+        pipe(
+            image,
+            mask,
+            photo(32, 32, 5),
+            num_inference_steps=7,
+            image_latents=inversion.trajectory[:, :1].repeat(1, 9, 1, 1, 1),
+        )
+    with pytest.raises(ValueError, match="cannot use them"):
+        pipe(image, mask, photo(32, 32, 5), num_inference_steps=5, image_latents=inversion, sampler="lms")
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.fixture
+def guarded(pipe):
+    """The pipeline with hooks that fail the test if any network runs."""
+
+    def boom(*_):
+        raise AssertionError("model work started before input validation")
+
+    handles = [
+        m.register_forward_pre_hook(boom)
+        for m in (pipe.model.unet, pipe.model.vae.encoder, pipe.model.encoder)
+    ]
+    yield pipe
+    for h in handles:
+        h.remove()
+
+
+GOOD = dict(image=photo(32, 32), mask_image=box_mask(32, 32, (8, 8, 24, 24)), example_image=photo(32, 32, 1))
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (
+            dict(mask_image=box_mask(32, 40, (8, 8, 24, 24))),
+            ValueError,
+            "mask_image\\[0\\] is 40x32 but image is 32x32",
+        ),
+        (dict(example_image=None), ValueError, "example_image is required"),
+        (dict(guidance_scale=-1.0), ValueError, "guidance_scale must be >= 0"),
+        (dict(num_inference_steps=0), ValueError, "steps"),
+        (dict(strength=1.5), ValueError, "strength must be in \\[0, 1\\]"),
+        (dict(strength=-0.1), ValueError, "strength must be in \\[0, 1\\]"),
+        (dict(image=photo(1, 32), mask_image=box_mask(1, 32, (0, 0, 8, 1))), ValueError, "at least 2x2"),
+        (dict(output_type="jpeg"), ValueError, "output_type"),
+        (dict(sampler="heun"), ValueError, "valid: ddim"),
+        (dict(mask_image=None), ValueError, "mask_image is required"),
+        (
+            dict(image=[photo(32, 32), photo(32, 32)], example_image=[photo(8, 8)] * 3),
+            ValueError,
+            "3 exemplars for 2",
+        ),
+    ],
+)
+def test_bad_input_raises_before_model_work(guarded, change, error, match):
+    with pytest.raises(error, match=match):
+        guarded(**{**GOOD, "num_inference_steps": 2, **change}, progress=False)
+
+
+def test_paths_that_are_missing_or_not_images(guarded, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="is not an image"):
+        guarded(**{**GOOD, "image": tmp_path / "notes.txt"}, num_inference_steps=2)
+    with pytest.raises(FileNotFoundError, match="example_image: file not found"):
+        guarded(**{**GOOD, "example_image": str(tmp_path / "nope.png")}, num_inference_steps=2)
+
+
+def test_all_black_mask_returns_the_input_unchanged_with_a_warning(guarded):
+    source = photo(32, 40, seed=9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = guarded(
+            source, Image.new("L", (40, 32), 0), photo(32, 32), num_inference_steps=2, num_images_per_prompt=2
+        )
+    assert any("nothing to repaint" in str(w.message) for w in caught)
+    assert len(out.images) == 2 and all(np.array_equal(np.array(i), np.array(source)) for i in out.images)
