@@ -10,6 +10,11 @@ sample of the masked image), so the same weights and seed give the same image. B
 - any image size: sizes the UNet cannot take are padded (edge pixels repeated, kept by the mask) and cropped back;
 - `generate_mask` (DiffEdit-style automatic mask), `invert` (DDIM inversion) and `image_latents=` (edit from an
   inversion, keeping the inverted trajectory outside the mask at every step).
+
+One deliberate difference: with several images *and* num_images_per_prompt > 1, diffusers repeats exemplar embeddings
+per image ([e0, e0, e1, e1]) but tiles masks and masked-image latents ([m0, m1, m0, m1]), pairing an exemplar with
+another image's mask; pbe keeps every copy with its own image, mask and exemplar. For one image, or one copy per
+image, the two agree (tested).
 """
 
 from __future__ import annotations
