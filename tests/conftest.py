@@ -16,3 +16,12 @@ def _deterministic():
 
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module with torch on one thread (as in DataLoader workers), restoring the count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -16,13 +15,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = ["data.augment.image_size=32", "data.augment.exemplar_size=16"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def compose_data(*overrides: str):

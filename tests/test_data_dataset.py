@@ -16,13 +16,8 @@ TINY = AugmentConfig(image_size=32, exemplar_size=16)
 SOURCE = SyntheticSource(num_scenes=40, seed=0, min_size=48, max_size=96)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_dataset(seed=0, **changes):

@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from pbe.data import AugmentConfig, ExemplarEditDataset, SyntheticSource
 
@@ -20,13 +19,8 @@ DECISIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def draw_meta(config: AugmentConfig, seed: int, draws: int = DRAWS) -> list[dict]:

@@ -31,13 +31,8 @@ OPEN_IMAGES_HEADER = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The pipeline runs in DataLoader workers, which use one thread; tiny ops crawl with more on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from pbe.models.clip_vision import CLIP_MEAN, CLIP_STD
 
 
 @dataclass(frozen=True)
