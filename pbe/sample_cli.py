@@ -1,0 +1,442 @@
+"""What ``python sample.py`` does: check the arguments, name the outputs, run the pipeline, draw the grid, write PNGs.
+
+    python sample.py weights=PATH image=photo.png mask=mask.png example=object.png out=outputs/result.png
+
+Everything that can be wrong with the input (a missing or unreadable file, a mask of another size, steps 0, strength
+outside [0, 1], a negative guidance, an output that already exists without ``overwrite=true``) raises before the
+weights are loaded. The functions here are plain and importable, so tests and notebooks use them without Hydra.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+DTYPES = ("fp32", "fp16", "bf16")
+AUTO_MASK = "auto"
+GRID_GAP = 4  # white pixels between grid cells
+LABEL_HEIGHT = 14  # the label strip above the first grid row
+GRID_LABELS = ("source", "mask", "exemplar", "result")
+# Arguments that are file paths: when swept, output names carry the file's stem (example-dog), not the whole path.
+PATH_KEYS = ("weights", "image", "mask", "example")
+
+# configs/sample.yaml puts a sweep's multirun.yaml beside the outputs: hydra.sweep.dir = ${pbe_parent:${out}}
+OmegaConf.register_new_resolver("pbe_parent", lambda path: str(Path(path).parent), replace=True)
+
+
+@dataclass
+class SampleArgs:
+    """The validated command line (configs/sample.yaml has the same keys and defaults)."""
+
+    weights: Path
+    image: Path
+    mask: Path | None  # None: mask=auto, a DiffEdit-style mask from generate_mask
+    example: Path
+    out: Path = Path("outputs/result.png")
+    grid: bool = True
+    seed: int = 42
+    steps: int = 50
+    guidance: float = 5.0
+    sampler: str | None = None
+    strength: float = 1.0
+    paste_back: bool = False
+    feather: int = 0
+    num_images: int = 1
+    device: str | None = None
+    dtype: str = "fp32"
+    overwrite: bool = False
+    progress: bool = True
+    mask_strength: float = 0.5
+    num_maps: int = 10
+    threshold_ratio: float = 3.0
+
+
+@dataclass
+class Inputs:
+    image: Image.Image  # RGB
+    mask: Image.Image | None  # "L", white = repaint; None for mask=auto
+    example: Image.Image  # RGB
+
+
+@dataclass
+class Outputs:
+    results: list[Path]
+    grid: Path | None
+    mask: Path | None  # the generated mask, written for mask=auto
+
+    def all(self) -> list[Path]:
+        return [*self.results, *(p for p in (self.grid, self.mask) if p is not None)]
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def _integer(values: Mapping, name: str, low: int, what: str) -> int:
+    value = values[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def _number(values: Mapping, name: str, ok, what: str) -> float:
+    value = values[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not ok(value)
+    ):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _flag(values: Mapping, name: str) -> bool:
+    value = values[name]
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _path(values: Mapping, name: str, what: str) -> Path:
+    value = values.get(name)
+    if value is None or value == "":
+        raise ValueError(f"{name} is required: pass {name}=PATH ({what})")
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError(f"{name} must be a path ({what}), got {value!r}")
+    return Path(value).expanduser()
+
+
+def check_weights(path: Path) -> None:
+    """The checkpoint path exists and looks like a layout pbe reads (no weights are read)."""
+    from pbe.checkpoints.formats import detect_format
+
+    if not path.exists():
+        raise FileNotFoundError(
+            f"weights: {path} does not exist; pass weights=PATH to the authors' model.ckpt, a diffusers folder "
+            "(huggingface-cli download Fantasy-Studio/Paint-by-Example --local-dir PATH) or a pbe folder"
+        )
+    try:
+        detect_format(path)
+    except ValueError as e:
+        raise ValueError(f"weights: {e}") from None
+
+
+def parse_args(values: Mapping) -> SampleArgs:
+    """Check every argument (types, ranges, that the weights path exists) and return them typed.
+
+    `values` holds the keys of configs/sample.yaml (missing optional keys take the defaults); required ones
+    (weights, image, mask, example) may be None when not given.
+    """
+    from pbe.diffusion import SAMPLERS
+
+    known = {f.name for f in fields(SampleArgs)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown}; valid: {', '.join(sorted(known))}")
+    defaults = {f.name: f.default for f in fields(SampleArgs) if f.name not in PATH_KEYS}
+    values = {**defaults, **values}
+
+    weights = _path(values, "weights", "model.ckpt, a diffusers folder or a pbe folder")
+    image = _path(values, "image", "the photo to edit")
+    mask_value = values.get("mask")
+    mask = None if mask_value == AUTO_MASK else _path(values, "mask", f"white = repaint, or mask={AUTO_MASK}")
+    example = _path(values, "example", "the exemplar: a picture of what to paint in")
+    out = _path(values, "out", "a .png file")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"out must name a .png file, got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(
+            f"out is a folder ({out}); name a .png file inside it, e.g. out={out / 'result.png'}"
+        )
+
+    sampler = values["sampler"]
+    if sampler is not None and (not isinstance(sampler, str) or sampler not in SAMPLERS):
+        raise ValueError(
+            f"sampler={sampler!r}; valid: {', '.join(SAMPLERS)}, or null for the checkpoint's own"
+        )
+    if values["dtype"] not in DTYPES:
+        raise ValueError(f"dtype={values['dtype']!r}; valid: {', '.join(DTYPES)}")
+    device = values["device"]
+    if device is not None and not isinstance(device, str):
+        raise ValueError(f"device must be a string such as cpu, cuda or cuda:1 (or null), got {device!r}")
+
+    args = SampleArgs(
+        weights=weights,
+        image=image,
+        mask=mask,
+        example=example,
+        out=out,
+        grid=_flag(values, "grid"),
+        seed=_integer(values, "seed", 0, "an integer >= 0"),
+        steps=_integer(values, "steps", 1, "an integer >= 1"),
+        guidance=_number(values, "guidance", lambda v: v >= 0, "a number >= 0 (1 or less: no guidance)"),
+        sampler=sampler,
+        strength=_number(
+            values, "strength", lambda v: 0 <= v <= 1, "a number in [0, 1] (1: from pure noise)"
+        ),
+        paste_back=_flag(values, "paste_back"),
+        feather=_integer(values, "feather", 0, "an integer >= 0 (pixels)"),
+        num_images=_integer(values, "num_images", 1, "an integer >= 1"),
+        device=device,
+        dtype=values["dtype"],
+        overwrite=_flag(values, "overwrite"),
+        progress=_flag(values, "progress"),
+        mask_strength=_number(values, "mask_strength", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        num_maps=_integer(values, "num_maps", 1, "an integer >= 1"),
+        threshold_ratio=_number(values, "threshold_ratio", lambda v: v > 0, "a number > 0"),
+    )
+    check_weights(args.weights)
+    return args
+
+
+def read_image(path: Path, name: str) -> Image.Image:
+    """The decoded image at `path`; FileNotFoundError / ValueError naming the argument otherwise."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{name}: {path} is not an image PIL can read ({e})") from None
+
+
+def load_inputs(args: SampleArgs) -> Inputs:
+    """Read the image, mask and exemplar; the mask must have the image's size."""
+    image = read_image(args.image, "image").convert("RGB")
+    example = read_image(args.example, "example").convert("RGB")
+    mask = None
+    if args.mask is not None:
+        mask = read_image(args.mask, "mask").convert("L")
+        if mask.size != image.size:
+            raise ValueError(
+                f"mask is {mask.width}x{mask.height} but image is {image.width}x{image.height}; they must match"
+            )
+    return Inputs(image, mask, example)
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def output_paths(args: SampleArgs, suffix: str = "") -> Outputs:
+    """result.png (or result_0.png, result_1.png, ... for num_images > 1), result_grid.png, result_mask.png.
+
+    `suffix` (a sweep's values, e.g. "seed1") goes after the stem: result_seed1.png, result_seed1_grid.png.
+    """
+    stem = args.out.stem + (f"_{suffix}" if suffix else "")
+    folder, ext = args.out.parent, args.out.suffix
+    if args.num_images == 1:
+        results = [folder / f"{stem}{ext}"]
+    else:
+        results = [folder / f"{stem}_{i}{ext}" for i in range(args.num_images)]
+    grid = folder / f"{stem}_grid{ext}" if args.grid else None
+    mask = folder / f"{stem}_mask{ext}" if args.mask is None else None
+    return Outputs(results, grid, mask)
+
+
+def check_free(paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to replace existing files unless `overwrite`."""
+    if overwrite:
+        return
+    taken = [str(p) for p in paths if p.exists()]
+    if taken:
+        raise FileExistsError(
+            f"out: {', '.join(taken)} already exist(s); pass overwrite=true to replace, or choose another out="
+        )
+
+
+def write_png(image: Image.Image, path: Path, overwrite: bool = False) -> None:
+    """Write `path` atomically: a temporary file in the same folder, then a rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"out: {path} already exists; pass overwrite=true to replace it")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            image.save(f, format="PNG")
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def binary_mask(mask: Image.Image) -> Image.Image:
+    """The mask as the model sees it: white where it repaints (value > 127.5), black elsewhere."""
+    return mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
+
+
+def draw_grid(
+    source: Image.Image,
+    mask: Image.Image,
+    exemplar: Image.Image,
+    results: Sequence[Image.Image],
+    labels: bool = True,
+) -> Image.Image:
+    """One row per result: source | mask (white = repaint) | exemplar (row height, aspect kept) | result."""
+    if not results:
+        raise ValueError("results: need at least one result image for the grid")
+    height = source.height
+    exemplar_width = max(1, round(exemplar.width * height / exemplar.height))
+    cells = [
+        source.convert("RGB"),
+        binary_mask(mask).convert("RGB"),
+        exemplar.convert("RGB").resize((exemplar_width, height), Image.Resampling.LANCZOS),
+    ]
+    widths = [c.width for c in cells] + [source.width]
+    top = LABEL_HEIGHT if labels else 0
+    grid = Image.new(
+        "RGB",
+        (
+            sum(widths) + GRID_GAP * (len(widths) - 1),
+            top + len(results) * height + GRID_GAP * (len(results) - 1),
+        ),
+        "white",
+    )
+    lefts = [sum(widths[:i]) + GRID_GAP * i for i in range(len(widths))]
+    if labels:
+        draw = ImageDraw.Draw(grid)
+        for left, text in zip(lefts, GRID_LABELS, strict=True):
+            draw.text((left + 1, 1), text, fill=(0, 0, 0))
+    for row, result in enumerate(results):
+        y = top + row * (height + GRID_GAP)
+        for left, cell in zip(lefts, [*cells, result.convert("RGB")], strict=True):
+            grid.paste(cell, (left, y))
+    return grid
+
+
+# ----------------------------------------------------------------------------------------------- sweeps
+
+
+def swept_keys(argv: Sequence[str]) -> list[str]:
+    """Keys a command line sweeps (``seed=1,2,3``, ``sampler=ddim,plms``, ``range(...)``), in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # flags (-m, --config-name, ...) and their values
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # not an override Hydra would accept: not ours to judge here
+            continue
+        if override.is_sweep_override() and override.key_or_group not in keys:
+            keys.append(override.key_or_group)
+    return keys
+
+
+def _name_part(key: str, value) -> str:
+    if key in PATH_KEYS or key == "out":
+        value = Path(str(value)).stem
+    text = "".join(c if c.isalnum() or c in ".-" else "-" for c in str(value))
+    return f"{key}{text}" if text[:1].isdigit() or text[:1] == "-" else f"{key}-{text}"
+
+
+def sweep_suffix(keys: Sequence[str], values: Mapping, job_number: int | None = None) -> str:
+    """The swept values for a file name: ``seed1``, ``seed1_sampler-ddim``; ``job3`` if no key is known."""
+    parts = [_name_part(k, values.get(k)) for k in keys if k in values]
+    if not parts:
+        return f"job{job_number}" if job_number is not None else ""
+    return "_".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device={device!r} is not a torch device ({e}); use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device=cpu (or null)")
+    return device
+
+
+def run(args: SampleArgs, suffix: str = "") -> Outputs:
+    """Edit `args.image` and write the result(s) and grid. Every check happens before the weights load."""
+    import torch
+
+    from pbe.pipeline import PaintByExamplePipeline
+
+    inputs = load_inputs(args)
+    outputs = output_paths(args, suffix)
+    check_free(outputs.all(), args.overwrite)
+    device = resolve_device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+
+    pipe = PaintByExamplePipeline.from_pretrained(args.weights, torch_dtype=dtype, device=device)
+    mask = inputs.mask
+    if mask is None:
+        # Its own generator: rerunning with mask=<stem>_mask.png and the same seed gives the same result.
+        mask = pipe.generate_mask(
+            inputs.image,
+            inputs.example,
+            strength=args.mask_strength,
+            num_maps=args.num_maps,
+            threshold_ratio=args.threshold_ratio,
+            generator=torch.Generator().manual_seed(args.seed),
+        )[0]
+    results = pipe(
+        inputs.image,
+        mask,
+        inputs.example,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        num_images_per_prompt=args.num_images,
+        generator=torch.Generator().manual_seed(args.seed),
+        strength=args.strength,
+        paste_back=args.paste_back,
+        sampler=args.sampler,
+        feather=args.feather,
+        progress=args.progress,
+    ).images
+
+    for image, path in zip(results, outputs.results, strict=True):
+        write_png(image, path, args.overwrite)
+    if outputs.mask is not None:
+        write_png(mask, outputs.mask, args.overwrite)
+    if outputs.grid is not None:
+        write_png(draw_grid(inputs.image, mask, inputs.example, results), outputs.grid, args.overwrite)
+    print(f"wrote {', '.join(str(p) for p in outputs.all())}")
+    return outputs
+
+
+def config_values(cfg) -> dict:
+    """A Hydra / OmegaConf config as a plain dict, with unset required values (``???``) as None."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    return {key: None if OmegaConf.is_missing(cfg, key) else value for key, value in values.items()}
+
+
+def run_hydra_job(cfg, argv: Sequence[str] | None = None) -> Outputs:
+    """The body of sample.py's Hydra main: in a ``-m`` sweep each job's files carry its swept values."""
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    values = config_values(cfg)
+    args = parse_args(values)
+    suffix = ""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        keys = swept_keys(sys.argv[1:] if argv is None else argv)
+        suffix = sweep_suffix(keys, values, HydraConfig.get().job.num)
+    return run(args, suffix)

@@ -1,0 +1,50 @@
+"""notebooks/inference.ipynb runs top to bottom on a tiny model and shows its pictures."""
+
+import base64
+import io
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from PIL import Image
+
+from pbe.sample_cli import GRID_GAP, LABEL_HEIGHT
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "inference.ipynb"
+SIZE = 64
+
+
+def test_notebook_is_saved_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_notebook_runs_on_a_tiny_model_and_shows_the_grids(tmp_path, monkeypatch):
+    from helpers import tiny_diffusers_pipeline
+
+    tiny_diffusers_pipeline().save_pretrained(tmp_path / "tiny")
+    monkeypatch.setenv("PBE_WEIGHTS", str(tmp_path / "tiny"))
+    monkeypatch.setenv("PBE_STEPS", "2")
+    monkeypatch.setenv("PBE_SIZE", str(SIZE))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))  # which Python ran it
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    kernel_prefix = nb.cells[-1].outputs[0].text.strip()
+    assert kernel_prefix == sys.prefix  # the kernel is this virtual environment's Python
+    images = [
+        Image.open(io.BytesIO(base64.b64decode(o.data["image/png"])))
+        for o in outputs
+        if "image/png" in o.get("data", {})
+    ]
+    one_row, two_rows = LABEL_HEIGHT + SIZE, LABEL_HEIGHT + 2 * SIZE + GRID_GAP
+    grids = sorted(img.height for img in images if img.height in (one_row, two_rows) and img.width > 3 * SIZE)
+    assert grids == [one_row, one_row, two_rows]  # edit, automatic mask; paste back beside the plain edit
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # the notebook writes no files

@@ -1,0 +1,319 @@
+"""sample.py and pbe.sample_cli: argument checks, output naming, the grid, atomic writes, Hydra runs and sweeps."""
+
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from pbe.pipeline import PaintByExamplePipeline
+from pbe.sample_cli import (
+    GRID_GAP,
+    LABEL_HEIGHT,
+    SampleArgs,
+    check_free,
+    config_values,
+    draw_grid,
+    output_paths,
+    parse_args,
+    run,
+    run_hydra_job,
+    sweep_suffix,
+    swept_keys,
+    write_png,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 48, 64
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from helpers import tiny_diffusers_pipeline
+
+    folder = tmp_path_factory.mktemp("weights") / "tiny"
+    tiny_diffusers_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Real photos from scikit-image, small: the source, an exemplar crop, a mask and some bad files."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).resize((WIDTH, HEIGHT)).save(folder / "astronaut.png")
+    Image.fromarray(data.coffee()).crop((70, 10, 480, 390)).resize((41, 38)).save(folder / "coffee.png")
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[HEIGHT // 2 :, WIDTH // 2 :] = 255  # the helmet, bottom right
+    Image.fromarray(mask).save(folder / "mask.png")
+    Image.fromarray(mask[:, :40]).save(folder / "narrow_mask.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def arguments(weights_dir, photo_dir, out_path, **changes) -> dict:
+    values = {
+        "weights": str(weights_dir),
+        "image": str(photo_dir / "astronaut.png"),
+        "mask": str(photo_dir / "mask.png"),
+        "example": str(photo_dir / "coffee.png"),
+        "out": str(out_path),
+        "steps": 2,
+        "progress": False,
+    }
+    return {**values, **changes}
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading weights fails the test: checks must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the arguments were checked")
+
+    monkeypatch.setattr(PaintByExamplePipeline, "from_pretrained", refuse)
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).copy()
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+BAD_INPUT = [
+    ({"weights": None}, ValueError, "weights is required"),
+    ({"weights": "does/not/exist"}, FileNotFoundError, "weights: does/not/exist does not exist"),
+    ({"image": "missing.png"}, FileNotFoundError, "image: file not found"),
+    ({"image": "{photos}/notes.txt"}, ValueError, "image: .*notes.txt is not an image"),
+    ({"example": "{photos}/notes.txt"}, ValueError, "example: .*not an image"),
+    ({"mask": "{photos}/narrow_mask.png"}, ValueError, "mask is 40x48 but image is 64x48"),
+    ({"steps": 0}, ValueError, "steps must be an integer >= 1"),
+    ({"steps": 2.5}, ValueError, "steps must be an integer"),
+    ({"strength": 1.5}, ValueError, r"strength must be a number in \[0, 1\]"),
+    ({"strength": -0.1}, ValueError, r"strength must be a number in \[0, 1\]"),
+    ({"guidance": -1.0}, ValueError, "guidance must be a number >= 0"),
+    ({"sampler": "heun"}, ValueError, "sampler='heun'; valid: ddim, pndm"),
+    ({"dtype": "fp8"}, ValueError, "dtype='fp8'; valid: fp32, fp16, bf16"),
+    ({"out": "result.jpg"}, ValueError, "out must name a .png file"),
+    ({"device": "banana"}, ValueError, "device='banana' is not a torch device"),
+    ({"paste_back": "maybe"}, ValueError, "paste_back must be true or false"),
+    ({"num_maps": 0, "mask": "auto"}, ValueError, "num_maps must be an integer >= 1"),
+    ({"seeed": 1}, ValueError, r"unknown argument\(s\) \['seeed'\]; valid: .*seed"),
+]
+
+
+@pytest.mark.parametrize("change, error, message", BAD_INPUT, ids=[str(c) for c, _, _ in BAD_INPUT])
+def test_bad_input_raises_a_clear_error_before_loading_weights(
+    weights, photos, tmp_path, no_model, change, error, message
+):
+    change = {k: v.format(photos=photos) if isinstance(v, str) else v for k, v in change.items()}
+    with pytest.raises(error, match=message):
+        run(parse_args(arguments(weights, photos, tmp_path / "result.png", **change)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_is_no_checkpoint_is_refused(photos, tmp_path, no_model):
+    with pytest.raises(ValueError, match="weights: .*model_index.json"):
+        parse_args(arguments(photos, photos, tmp_path / "result.png"))
+
+
+@pytest.mark.parametrize("existing", ["result.png", "result_grid.png"])
+def test_existing_outputs_are_not_replaced_and_nothing_loads(weights, photos, tmp_path, no_model, existing):
+    (tmp_path / existing).write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        run(parse_args(arguments(weights, photos, tmp_path / "result.png")))
+    assert (tmp_path / existing).read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing]
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+
+def test_overwrite_true_replaces_the_result(weights, photos, tmp_path):
+    (tmp_path / "result.png").write_bytes(b"old")
+    run(parse_args(arguments(weights, photos, tmp_path / "result.png", overwrite=True, grid=False)))
+    assert pixels(tmp_path / "result.png").shape == (HEIGHT, WIDTH, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.png"]  # no temporary files left
+
+
+def test_hydra_config_run_writes_result_and_grid_of_the_inputs(weights, photos, tmp_path, capsys):
+    out = tmp_path / "edits" / "result.png"
+    overrides = [f"{k}={v}" for k, v in arguments(weights, photos, out).items()]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("sample", overrides=[*overrides, "paste_back=true"])
+    run_hydra_job(cfg)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["result.png", "result_grid.png"]
+    result, grid, source = (
+        pixels(out),
+        pixels(out.parent / "result_grid.png"),
+        pixels(photos / "astronaut.png"),
+    )
+    keep = pixels(photos / "mask.png")[..., 0] == 0
+    np.testing.assert_array_equal(result[keep], source[keep])  # paste_back=true reached the pipeline
+    assert not np.array_equal(result, source)
+    row = grid[LABEL_HEIGHT:]
+    np.testing.assert_array_equal(row[:, :WIDTH], source)
+    np.testing.assert_array_equal(row[:, -WIDTH:], result)
+    assert f"wrote {out}, {out.parent / 'result_grid.png'}" in capsys.readouterr().out
+
+
+def test_auto_mask_is_written_and_reproduces_the_result_when_passed_back(weights, photos, tmp_path):
+    first = run(
+        parse_args(arguments(weights, photos, tmp_path / "auto.png", mask="auto", num_maps=2, grid=False))
+    )
+    assert [p.name for p in first.all()] == ["auto.png", "auto_mask.png"]
+    with Image.open(first.mask) as mask:
+        assert mask.mode == "L" and mask.size == (WIDTH, HEIGHT)
+    again = arguments(weights, photos, tmp_path / "again.png", mask=str(first.mask), grid=False)
+    run(parse_args(again))
+    np.testing.assert_array_equal(pixels(tmp_path / "again.png"), pixels(tmp_path / "auto.png"))
+
+
+def test_num_images_writes_numbered_results_and_one_grid_row_each(weights, photos, tmp_path):
+    written = run(parse_args(arguments(weights, photos, tmp_path / "r.png", num_images=2, seed=3)))
+    assert [p.name for p in written.all()] == ["r_0.png", "r_1.png", "r_grid.png"]
+    first, second = pixels(tmp_path / "r_0.png"), pixels(tmp_path / "r_1.png")
+    assert not np.array_equal(first, second)
+    grid = pixels(tmp_path / "r_grid.png")
+    assert grid.shape[0] == LABEL_HEIGHT + 2 * HEIGHT + GRID_GAP
+    np.testing.assert_array_equal(grid[-HEIGHT:, -WIDTH:], second)
+
+
+def test_config_file_defaults_match_sample_args(weights, photos, tmp_path):
+    required = {k: v for k, v in arguments(weights, photos, tmp_path / "x.png").items() if k != "out"}
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("sample", overrides=[f"{k}={v}" for k, v in required.items()])
+    values = config_values(cfg)
+    assert set(values) == {f.name for f in fields(SampleArgs)}
+    defaults = {f.name: f.default for f in fields(SampleArgs)}
+    for key in set(values) - set(required) - {"out"}:
+        assert values[key] == defaults[key], key
+    assert parse_args(values).out == defaults["out"]
+
+
+def test_missing_required_value_in_config_names_the_argument(weights, tmp_path, no_model):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("sample", overrides=[f"weights={weights}"])
+    with pytest.raises(ValueError, match="image is required: pass image=PATH"):
+        parse_args(config_values(cfg))
+
+
+# ----------------------------------------------------------------------------------------------- pieces
+
+
+def test_output_names_carry_the_sweep_suffix(weights, photos, tmp_path):
+    args = parse_args(arguments(weights, photos, tmp_path / "res.png", mask="auto"))
+    names = [p.name for p in output_paths(args, "seed1").all()]
+    assert names == ["res_seed1.png", "res_seed1_grid.png", "res_seed1_mask.png"]
+
+
+def test_swept_keys_are_the_comma_and_range_overrides():
+    argv = [
+        "-m",
+        "weights=w",
+        "seed=1,2",
+        "sampler=ddim,plms",
+        "steps=range(2,4)",
+        "out=o.png",
+        "--cfg",
+        "job",
+    ]
+    assert swept_keys(argv) == ["seed", "sampler", "steps"]
+
+
+def test_sweep_suffix_uses_values_and_file_stems():
+    values = {"seed": 7, "guidance": 2.5, "example": "photos/dog.png", "sampler": "ddim"}
+    assert sweep_suffix(["seed", "guidance", "example", "sampler"], values) == (
+        "seed7_guidance2.5_example-dog_sampler-ddim"
+    )
+    assert (
+        sweep_suffix([], values, job_number=3) == "job3"
+    )  # sweeps Hydra set up elsewhere still get distinct names
+
+
+def test_grid_has_one_row_per_result_with_the_exemplar_at_row_height():
+    source = Image.new("RGB", (20, 10), (10, 20, 30))
+    mask = Image.new("L", (20, 10), 0)
+    mask.paste(200, (0, 0, 5, 10))
+    exemplar = Image.new("RGB", (30, 15), (200, 100, 0))
+    results = [Image.new("RGB", (20, 10), (i * 50, 0, 0)) for i in range(3)]
+    grid = np.asarray(draw_grid(source, mask, exemplar, results))
+    assert grid.shape == (LABEL_HEIGHT + 3 * 10 + 2 * GRID_GAP, 20 + 20 + 20 + 20 + 3 * GRID_GAP, 3)
+    last_row = grid[-10:]
+    np.testing.assert_array_equal(last_row[:, :20], np.asarray(source))
+    assert (last_row[:, 20 + GRID_GAP : 25 + GRID_GAP] == 255).all()  # mask: white = repaint
+    assert (last_row[:, 25 + GRID_GAP : 40 + GRID_GAP] == 0).all()
+    np.testing.assert_array_equal(
+        last_row[:, 40 + 2 * GRID_GAP : 60 + 2 * GRID_GAP], np.full((10, 20, 3), (200, 100, 0))
+    )
+    np.testing.assert_array_equal(last_row[:, -20:], np.asarray(results[2]))
+
+
+def test_write_png_leaves_the_target_untouched_when_writing_fails(tmp_path):
+    class Broken:
+        def save(self, f, format):
+            f.write(b"half a png")
+            raise OSError("disk full")
+
+    target = tmp_path / "r.png"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError, match="disk full"):
+        write_png(Broken(), target, overwrite=True)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
+
+
+def test_write_png_refuses_an_existing_file_without_overwrite(tmp_path):
+    target = tmp_path / "r.png"
+    target.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        write_png(Image.new("RGB", (8, 8)), target)
+    check_free([tmp_path / "other.png"], overwrite=False)  # a free name passes
+    assert target.read_bytes() == b"old"
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+
+
+def sample_py(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sample.py"), *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_sample_py_writes_only_the_result_and_grid(weights, photos, tmp_path):
+    done = sample_py(tmp_path, *(f"{k}={v}" for k, v in arguments(weights, photos, "result.png").items()))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "result.png",
+        "result_grid.png",
+    ]  # no outputs/, .hydra/
+    again = sample_py(tmp_path, *(f"{k}={v}" for k, v in arguments(weights, photos, "result.png").items()))
+    assert again.returncode == 1
+    assert "error:" in again.stderr and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_sample_py_sweep_writes_one_distinct_file_per_seed(weights, photos, tmp_path):
+    values = arguments(weights, photos, "sweep/result.png", grid=False)
+    done = sample_py(tmp_path, "-m", *(f"{k}={v}" for k, v in values.items()), "seed=1,2")
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep"]
+    names = sorted(p.name for p in (tmp_path / "sweep").iterdir())
+    assert names == ["multirun.yaml", "result_seed1.png", "result_seed2.png"]
+    assert not np.array_equal(
+        pixels(tmp_path / "sweep/result_seed1.png"), pixels(tmp_path / "sweep/result_seed2.png")
+    )
