@@ -17,7 +17,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
+
+from pbe.preprocess import open_image
 
 DTYPES = ("fp32", "fp16", "bf16")
 AUTO_MASK = "auto"
@@ -196,25 +198,13 @@ def parse_args(values: Mapping) -> SampleArgs:
     return args
 
 
-def read_image(path: Path, name: str) -> Image.Image:
-    """The decoded image at `path`; FileNotFoundError / ValueError naming the argument otherwise."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{name}: {path} is not an image PIL can read ({e})") from None
-
-
 def load_inputs(args: SampleArgs) -> Inputs:
     """Read the image, mask and exemplar; the mask must have the image's size."""
-    image = read_image(args.image, "image").convert("RGB")
-    example = read_image(args.example, "example").convert("RGB")
+    image = open_image(args.image, "image").convert("RGB")
+    example = open_image(args.example, "example").convert("RGB")
     mask = None
     if args.mask is not None:
-        mask = read_image(args.mask, "mask").convert("L")
+        mask = open_image(args.mask, "mask").convert("L")
         if mask.size != image.size:
             raise ValueError(
                 f"mask is {mask.width}x{mask.height} but image is {image.width}x{image.height}; they must match"
