@@ -22,6 +22,7 @@ from pbe.checkpoints.formats import (
     load_checkpoint,
     load_config_file,
     parameter_counts,
+    read_ldm,
     save_checkpoint,
 )
 from pbe.checkpoints.tensor_io import CheckpointError, read_tensors
@@ -66,18 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         _validate(args)
         overrides = load_config_file(args.config)
         t0 = time.perf_counter()
-        if detect_format(args.src) == "ldm" and is_stable_diffusion(read_tensors(args.src)[0]):
+        state = read_tensors(args.src)[0] if detect_format(args.src) == "ldm" else None  # read once
+        if state is not None and is_stable_diffusion(state):
             if args.clip is None:
                 raise ValueError(
                     f"SRC {args.src} is a Stable Diffusion checkpoint; pass --clip PATH (a transformers CLIP folder or "
                     "an open_clip file) to warm-start a Paint-by-Example model from it"
                 )
-            ckpt = warm_start(args.src, args.clip, overrides=overrides, seed=args.seed)
+            ckpt = warm_start(args.src, args.clip, overrides=overrides, seed=args.seed, state=state)
             source = "Stable Diffusion warm start + CLIP"
         else:
             if args.clip is not None:
                 raise ValueError("--clip applies only when SRC is a Stable Diffusion checkpoint")
-            ckpt = load_checkpoint(args.src, overrides)
+            ckpt = (
+                read_ldm(args.src, overrides, state)
+                if state is not None
+                else load_checkpoint(args.src, overrides)
+            )
             source = f"{ckpt.format} layout"
         files = save_checkpoint(
             ckpt, args.dst, args.to, DTYPES.get(args.dtype), args.overwrite, progress=not args.no_progress

@@ -13,13 +13,12 @@ import time
 
 import torch
 
+from pbe.checkpoints.formats import DTYPES
 from pbe.models import PaintByExample, PaintByExampleConfig, UNet, count_parameters
 from pbe.models.clip_vision import VisionConfig
 from pbe.models.exemplar_encoder import ExemplarEncoderConfig
 from pbe.models.unet import UNetConfig
 from pbe.models.vae import VAEConfig
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def tiny_config() -> PaintByExampleConfig:

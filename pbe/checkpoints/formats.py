@@ -225,7 +225,7 @@ def write_native(
 # --------------------------------------------------------------------------------------------------- ldm
 
 
-def _prefixed(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def prefixed(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
@@ -249,8 +249,12 @@ def describe_ldm(state: Mapping[str, torch.Tensor]) -> str:
     return "unknown"
 
 
-def read_ldm(path: Path, overrides: Mapping | None = None) -> Checkpoint:
-    state, _ = read_tensors(path)
+def read_ldm(
+    path: Path, overrides: Mapping | None = None, state: Mapping[str, torch.Tensor] | None = None
+) -> Checkpoint:
+    """`state`: the file's tensors when the caller has already read them."""
+    if state is None:
+        state, _ = read_tensors(path)
     kind = describe_ldm(state)
     if kind == "stable_diffusion":
         raise CheckpointError(
@@ -276,8 +280,8 @@ def read_ldm(path: Path, overrides: Mapping | None = None) -> Checkpoint:
 
 
 def config_from_ldm(state: Mapping[str, torch.Tensor]) -> PaintByExampleConfig:
-    unet = unet_config_from_ldm(_prefixed(state, ldm_keys.UNET_PREFIX))
-    vae = vae_config_from_ldm(_prefixed(state, ldm_keys.VAE_PREFIX))
+    unet = unet_config_from_ldm(prefixed(state, ldm_keys.UNET_PREFIX))
+    vae = vae_config_from_ldm(prefixed(state, ldm_keys.VAE_PREFIX))
     vision_state = dk.vision_from_transformers(state, ldm_keys.VISION_PREFIX)
     vision = vision_config_from_native(vision_state)
     mapper = {
@@ -594,9 +598,9 @@ def write_diffusers(
         "image_encoder": ("model.safetensors", _encoder_diffusers_config(cfg.encoder)),
     }
     states = {
-        "unet": dk.unet_to_diffusers(_prefixed(ckpt.state, "unet.")),
-        "vae": dk.vae_to_diffusers(_prefixed(ckpt.state, "vae.")),
-        "image_encoder": dk.exemplar_to_diffusers(_prefixed(ckpt.state, "encoder."), ckpt.vision_layout),
+        "unet": dk.unet_to_diffusers(prefixed(ckpt.state, "unet.")),
+        "vae": dk.vae_to_diffusers(prefixed(ckpt.state, "vae.")),
+        "image_encoder": dk.exemplar_to_diffusers(prefixed(ckpt.state, "encoder."), ckpt.vision_layout),
     }
     written = []
     dst.mkdir(parents=True)

@@ -17,10 +17,10 @@ from pbe.checkpoints import diffusers_keys as dk
 from pbe.checkpoints import ldm_keys
 from pbe.checkpoints.formats import (
     Checkpoint,
-    _prefixed,
     apply_overrides,
     describe_ldm,
     expected_state,
+    prefixed,
     scheduler_from_betas,
 )
 from pbe.checkpoints.infer import (
@@ -82,22 +82,29 @@ def vision_from_clip(
 
 
 def warm_start(
-    sd_path: str | Path, clip_path: str | Path, overrides: Mapping | None = None, seed: int = 23
+    sd_path: str | Path,
+    clip_path: str | Path,
+    overrides: Mapping | None = None,
+    seed: int = 23,
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> Checkpoint:
-    """A Paint-by-Example checkpoint built from an SD v1.x checkpoint (LDM layout) and CLIP image-tower weights."""
-    state, _ = read_tensors(sd_path)
+    """A Paint-by-Example checkpoint built from an SD v1.x checkpoint (LDM layout) and CLIP image-tower weights.
+
+    `state`: the SD file's tensors when the caller has already read them."""
+    if state is None:
+        state, _ = read_tensors(sd_path)
     if not is_stable_diffusion(state):
         raise CheckpointError(
             f"{sd_path}: not a Stable Diffusion v1.x checkpoint (expected model.diffusion_model.* and "
             "cond_stage_model.transformer.text_model.* keys)"
         )
-    unet_cfg = unet_config_from_ldm(_prefixed(state, ldm_keys.UNET_PREFIX))
+    unet_cfg = unet_config_from_ldm(prefixed(state, ldm_keys.UNET_PREFIX))
     if unet_cfg.in_channels != 4:
         raise CheckpointError(
             f"{sd_path}: the UNet takes {unet_cfg.in_channels} input channels; expected SD's 4"
         )
     unet_cfg.in_channels = 9
-    vae_cfg = vae_config_from_ldm(_prefixed(state, ldm_keys.VAE_PREFIX))
+    vae_cfg = vae_config_from_ldm(prefixed(state, ldm_keys.VAE_PREFIX))
     vision_cfg, vision_state = vision_from_clip(clip_path)
     config = PaintByExampleConfig(
         unet=unet_cfg,
