@@ -5,7 +5,10 @@
 
 SRC: the authors' model.ckpt (or .safetensors with the same keys), a diffusers folder, or a pbe folder.
 DST: a folder for native / diffusers, a .ckpt or .safetensors file for ldm. DST is written to a temporary path and
-renamed, so a failed run leaves nothing behind; an existing DST is replaced only with --overwrite.
+renamed, so a failed run leaves nothing behind. An existing DST is replaced only with --overwrite, and only when it
+is a checkpoint pbe wrote: a folder in the native layout (pbe_config.json + model.safetensors) or the diffusers
+layout (model_index.json + component folders) with nothing else in it, or one .ckpt/.safetensors file. A DST that
+is or contains SRC, or is the working directory or one of its parents, is refused.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from pbe.checkpoints.formats import (
     parameter_counts,
     read_ldm,
     save_checkpoint,
+    unreadable_as_checkpoint_error,
 )
-from pbe.checkpoints.tensor_io import CheckpointError, read_tensors
+from pbe.checkpoints.tensor_io import CheckpointError, check_replaceable, read_tensors
 from pbe.checkpoints.warm_start import is_stable_diffusion, warm_start
 
 
@@ -43,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="JSON/YAML with what shapes cannot tell (heads)")
     p.add_argument("--clip", type=Path, default=None, help="CLIP weights for an SD warm start")
     p.add_argument("--seed", type=int, default=23, help="seed of the new layers in an SD warm start")
-    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace DST if it is a checkpoint pbe wrote (see below)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -51,14 +57,37 @@ def build_parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> None:
     if not args.src.exists():
         raise FileNotFoundError(f"SRC not found: {args.src}")
-    if args.dst.exists() and not args.overwrite:
+    # never the source, the working directory, or files pbe did not write (refused even with --overwrite)
+    check_replaceable(args.dst, args.src)
+    if (args.dst.exists() or args.dst.is_symlink()) and not args.overwrite:
         raise FileExistsError(f"DST {args.dst} exists; pass --overwrite to replace it")
-    if args.dst.resolve() == args.src.resolve():
-        raise ValueError("DST must differ from SRC")
     if args.to == "ldm" and args.dst.suffix not in (".ckpt", ".safetensors"):
         raise ValueError(f"DST {args.dst}: with --to ldm, DST is one file ending in .ckpt or .safetensors")
     if args.to != "ldm" and args.dst.suffix in (".ckpt", ".safetensors", ".bin", ".pt"):
         raise ValueError(f"DST {args.dst}: with --to {args.to}, DST is a folder (no file extension)")
+
+
+def _read(args: argparse.Namespace, overrides: dict | None):
+    """(checkpoint, description of where it came from); SRC's tensors are read once."""
+    state, metadata = read_tensors(args.src) if detect_format(args.src) == "ldm" else (None, None)  # once
+    if state is not None and is_stable_diffusion(state):
+        if args.clip is None:
+            raise ValueError(
+                f"SRC {args.src} is a Stable Diffusion checkpoint; pass --clip PATH (a transformers CLIP folder or "
+                "an open_clip file) to warm-start a Paint-by-Example model from it"
+            )
+        ckpt = warm_start(args.src, args.clip, overrides=overrides, seed=args.seed, state=state)
+        source = "Stable Diffusion warm start + CLIP"
+    else:
+        if args.clip is not None:
+            raise ValueError("--clip applies only when SRC is a Stable Diffusion checkpoint")
+        ckpt = (
+            read_ldm(args.src, overrides, state, metadata)
+            if state is not None
+            else load_checkpoint(args.src, overrides)
+        )
+        source = f"{ckpt.format} layout"
+    return ckpt, source
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,28 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         _validate(args)
         overrides = load_config_file(args.config)
         t0 = time.perf_counter()
-        state = read_tensors(args.src)[0] if detect_format(args.src) == "ldm" else None  # read once
-        if state is not None and is_stable_diffusion(state):
-            if args.clip is None:
-                raise ValueError(
-                    f"SRC {args.src} is a Stable Diffusion checkpoint; pass --clip PATH (a transformers CLIP folder or "
-                    "an open_clip file) to warm-start a Paint-by-Example model from it"
-                )
-            ckpt = warm_start(args.src, args.clip, overrides=overrides, seed=args.seed, state=state)
-            source = "Stable Diffusion warm start + CLIP"
-        else:
-            if args.clip is not None:
-                raise ValueError("--clip applies only when SRC is a Stable Diffusion checkpoint")
-            ckpt = (
-                read_ldm(args.src, overrides, state)
-                if state is not None
-                else load_checkpoint(args.src, overrides)
-            )
-            source = f"{ckpt.format} layout"
+        with unreadable_as_checkpoint_error(args.src):
+            ckpt, source = _read(args, overrides)
         files = save_checkpoint(
-            ckpt, args.dst, args.to, DTYPES.get(args.dtype), args.overwrite, progress=not args.no_progress
+            ckpt,
+            args.dst,
+            args.to,
+            DTYPES.get(args.dtype),
+            args.overwrite,
+            progress=not args.no_progress,
+            src=args.src,
         )
-    except (CheckpointError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     counts = parameter_counts(ckpt)

@@ -9,7 +9,14 @@ sample of the masked image), so the same weights and seed give the same image. B
 - `paste_back=True` puts the original pixels back outside the mask (bit-identical), optionally with a feathered edge;
 - any image size: sizes the UNet cannot take are padded (edge pixels repeated, kept by the mask) and cropped back;
 - `generate_mask` (DiffEdit-style automatic mask), `invert` (DDIM inversion) and `image_latents=` (edit from an
-  inversion, keeping the inverted trajectory outside the mask at every step).
+  inversion, keeping the inverted trajectory outside the mask at every step);
+- large images: the VAE runs on overlapping tiles above `pipe.vae_tiling_threshold` pixels a side (progress bar,
+  Ctrl-C honoured between tiles; `pipe.enable_vae_tiling()` / `disable_vae_tiling()` force it), and an image of more
+  than `pipe.large_image_pixels` pixels gets a warning before any work.
+
+Like diffusers, a mask that marks nothing to repaint still runs the model (with a warning that says why), and
+without a scheduler config the pipeline samples with the Paint-by-Example training schedule
+(`pbe.diffusion.scheduler_config.PAINT_BY_EXAMPLE_SCHEDULER`).
 
 One deliberate difference: with several images *and* num_images_per_prompt > 1, diffusers repeats exemplar embeddings
 per image ([e0, e0, e1, e1]) but tiles masks and masked-image latents ([m0, m1, m0, m1]), pairing an exemplar with
@@ -19,6 +26,10 @@ image, the two agree (tested).
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from pbe.checkpoints.formats import Checkpoint, load_checkpoint
 from pbe.diffusion import (
@@ -38,9 +50,12 @@ from pbe.diffusion import (
     init_noise_sigma,
     invert_ddim,
 )
+from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER
 from pbe.models import PaintByExample
+from pbe.models.vae_tiling import needs_tiling, tiled_decode, tiled_encode
 from pbe.preprocess import (
     as_list,
+    empty_mask_message,
     exemplar_tensor,
     feathered_alpha,
     image_tensor,
@@ -50,6 +65,41 @@ from pbe.preprocess import (
 )
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# The VAE runs on overlapping tiles (bounded memory, Ctrl-C honoured between tiles) when an image is larger than
+# VAE_TILING_THRESHOLD pixels on a side (pipe.vae_tiling: None = that rule, True / False = always / never).
+VAE_TILING_THRESHOLD = 1024
+VAE_TILE, VAE_TILE_OVERLAP = 512, 64  # pixels (pipe.vae_tile, pipe.vae_tile_overlap)
+LARGE_IMAGE_PIXELS = (
+    2048 * 2048
+)  # warn before editing more pixels than this (pipe.large_image_pixels; None: never)
+
+
+def _count(value, name: str, low: int = 1) -> int:
+    """A whole number >= low (Python or numpy integers) as an int; ValueError naming the argument otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _real(value, name: str, ok, what: str) -> float:
+    """A finite real number passing `ok`, as a float; ValueError naming the argument otherwise."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not ok(value)
+    ):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _warn_at_caller(message: str) -> None:
+    """warnings.warn pointing at the first frame outside this module and torch (the caller of the pipeline)."""
+    internal = (__file__, str(Path(torch.__file__).parent) + os.sep)  # this module, torch.no_grad's wrapper
+    frame, level = sys._getframe(1), 2  # stacklevel 1 is this function, 2 its caller
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 @dataclass
@@ -99,11 +149,15 @@ class PaintByExamplePipeline:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.dtype = dtype or next(model.parameters()).dtype
         self.model.to(device=self.device, dtype=self.dtype)
-        self.scheduler_config = dict(scheduler_config or {})
-        # The checkpoint's own sampler (PLMS on the SD schedule for the released model)
+        # The checkpoint's own sampler; without one, the schedule every Paint-by-Example model is trained with
+        # (PLMS on scaled_linear betas, steps_offset 1), not the PNDM class defaults.
+        self.scheduler_config = dict(scheduler_config or PAINT_BY_EXAMPLE_SCHEDULER)
+        self.vae_tiling: bool | None = None
+        self.vae_tiling_threshold = VAE_TILING_THRESHOLD
+        self.vae_tile, self.vae_tile_overlap = VAE_TILE, VAE_TILE_OVERLAP
+        self.large_image_pixels: int | None = LARGE_IMAGE_PIXELS
         self.default_sampler, self.schedule, self.sampler_options = from_scheduler_config(
             self.scheduler_config
-            or {"_class_name": "PNDMScheduler", "skip_prk_steps": True, "steps_offset": 1}
         )
 
     @classmethod
@@ -159,6 +213,11 @@ class PaintByExamplePipeline:
             raise ValueError(
                 f"image is {w}x{h} pixels; it must be at least {self.vae_scale}x{self.vae_scale} (one latent pixel)"
             )
+        if self.large_image_pixels is not None and h * w > self.large_image_pixels:
+            _warn_at_caller(
+                f"image is {w}x{h} = {h * w:,} pixels, more than pipe.large_image_pixels={self.large_image_pixels:,}: "
+                "the edit will be slow and memory-hungry (the model was trained at 512x512)"
+            )
         if masks is None:
             keep = torch.zeros(len(images), 1, h, w)  # everything may change
         else:
@@ -169,6 +228,11 @@ class PaintByExamplePipeline:
                         f"mask_image[{i}] is {m.shape[1]}x{m.shape[0]} but image is {w}x{h}; they must match"
                     )
             keep = torch.stack([keep_mask(m)[None] for m in floats])
+            empty = [i for i in range(len(floats)) if bool((keep[i] == 1).all())]
+            if empty:  # diffusers runs the model anyway; so does pbe, but says why the result may surprise
+                i = empty[0]
+                name = "mask_image" if len(masks) == 1 else f"mask_image[{i}]"
+                _warn_at_caller(empty_mask_message(name, masks[i], floats[i]))
             if len(floats) == 1 and len(images) > 1:
                 keep = keep.expand(len(images), -1, -1, -1)
         exemplars = (
@@ -196,20 +260,53 @@ class PaintByExamplePipeline:
         device = generator.device if generator is not None else self.device
         return torch.randn(shape, generator=generator, device=device, dtype=self.dtype).to(self.device)
 
-    def _encode_images(self, images: torch.Tensor, generator, sample: bool) -> torch.Tensor:
-        posterior = self.model.vae.encode(images.to(self.device, self.dtype))
+    def _tile_vae(self, height: int, width: int) -> bool:
+        if self.vae_tiling is None:
+            return needs_tiling(height, width, tile=self.vae_tiling_threshold)
+        return self.vae_tiling
+
+    def enable_vae_tiling(self) -> None:
+        """Always run the VAE on overlapping tiles (bounded memory, Ctrl-C between tiles; not bit-exact)."""
+        self.vae_tiling = True
+
+    def disable_vae_tiling(self) -> None:
+        """Never tile the VAE. `pipe.vae_tiling = None` restores the default: tile above the threshold."""
+        self.vae_tiling = False
+
+    def _encode_images(
+        self, images: torch.Tensor, generator, sample: bool, progress: bool = False
+    ) -> torch.Tensor:
+        images = images.to(self.device, self.dtype)
+        if self._tile_vae(*images.shape[-2:]):
+            posterior = tiled_encode(
+                self.model.vae, images, tile=self.vae_tile, overlap=self.vae_tile_overlap, progress=progress
+            )
+        else:
+            posterior = self.model.vae.encode(images)
         latents = posterior.sample(generator) if sample else posterior.mode()
         return self.model.vae.config.scale_factor * latents
+
+    def _decode_latents(self, latents: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        z = latents / self.model.vae.config.scale_factor
+        if self._tile_vae(*(s * self.vae_scale for s in z.shape[-2:])):
+            tile, overlap = self.vae_tile // self.vae_scale, self.vae_tile_overlap // self.vae_scale
+            return tiled_decode(
+                self.model.vae, z, tile_latent=tile, overlap_latent=overlap, progress=progress
+            )
+        return self.model.vae.decode(z)
 
     def _denoiser(self, context: torch.Tensor, cond_latents: torch.Tensor, guidance_scale: float):
         """eps(x, t) with classifier-free guidance; context is [uncond; cond] when guidance is on."""
         guided = guidance_scale > 1.0
         unet = self.model.unet
+        # per-edit constants (conv_in's share of cond_latents, cross-attention outputs); under guidance one copy of
+        # x serves both halves (UNet.prepare, exact up to float rounding)
+        prepared = unet.prepare(cond_latents, context)
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             x = x.to(self.dtype)
-            inp = torch.cat([x, x]) if guided else x
-            eps = unet(torch.cat([inp, cond_latents], dim=1), t, context)
+            inp = torch.cat([x, x]) if guided and prepared.copies == 1 else x
+            eps = unet(inp, t, prepared=prepared)
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance_scale * (cond - uncond)
@@ -225,7 +322,7 @@ class PaintByExamplePipeline:
         return torch.cat([uncond, cond])
 
     def _cond_latents(
-        self, inputs: _Inputs, n: int, guided: bool, generator, sample: bool = True
+        self, inputs: _Inputs, n: int, guided: bool, generator, sample: bool = True, progress: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked-image latents and mask at latent size, CFG-doubled; latent keep mask (B*n, 1, h, w)).
 
@@ -233,7 +330,7 @@ class PaintByExamplePipeline:
         draws); False takes the posterior mean (deterministic, for inversion)."""
         h, w = (s // self.vae_scale for s in inputs.images.shape[-2:])
         mask = F.interpolate(inputs.keep, size=(h, w)).to(self.device, self.dtype)
-        masked = self._encode_images(inputs.images * inputs.keep, generator, sample=sample)
+        masked = self._encode_images(inputs.images * inputs.keep, generator, sample=sample, progress=progress)
         mask, masked = mask.repeat_interleave(n, dim=0), masked.repeat_interleave(n, dim=0)
         cond = torch.cat([masked, mask], dim=1)
         return (torch.cat([cond, cond]) if guided else cond), mask
@@ -270,20 +367,15 @@ class PaintByExamplePipeline:
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; valid: {OUTPUT_TYPES}")
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {guidance_scale}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(
-                f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}"
-            )
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-            raise ValueError(f"num_inference_steps must be an integer, got {num_inference_steps!r}")
-        self.schedule.check_steps(num_inference_steps)
+        guidance_scale = _real(
+            guidance_scale, "guidance_scale", lambda v: v >= 0, ">= 0 and finite (1 disables guidance)"
+        )
+        num_images_per_prompt = _count(num_images_per_prompt, "num_images_per_prompt")
+        num_inference_steps = _count(num_inference_steps, "num_inference_steps")
+        strength = _real(strength, "strength", lambda v: 0 <= v <= 1, "in [0, 1] (1: from pure noise)")
         start_step = img2img_start_step(num_inference_steps, strength)
-        if eta < 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
-        if feather < 0:
-            raise ValueError(f"feather must be >= 0 pixels, got {feather}")
+        eta = _real(eta, "eta", lambda v: v >= 0, ">= 0 and finite")
+        feather = _count(feather, "feather (pixels)", low=0)
         if mask_image is None:
             raise ValueError("mask_image is required (white = the region to repaint)")
         name, options = self._sampler(sampler)
@@ -303,6 +395,8 @@ class PaintByExamplePipeline:
                     f"image_latents has shape {tuple(trajectory.shape)}; expected (B, n + 1, 4, h, w) from "
                     f"invert(..., num_inference_steps={num_inference_steps}) with 1 <= n <= {num_inference_steps}"
                 )
+        # Which step counts work depends on the sampler (LMS and Euler a take 1..T; DDIM/PNDM/PLMS may not).
+        self.schedule.check_steps(num_inference_steps, name, **options)
         if name == "ddim":
             options["eta"] = eta
 
@@ -319,22 +413,18 @@ class PaintByExamplePipeline:
             raise ValueError(
                 f"image_latents batch / latent shape {tuple(trajectory.shape)} does not match the images"
             )
-        if bool((inputs.keep == 1).all()):
-            warnings.warn(
-                "mask_image marks nothing to repaint (all black); returning the input unchanged", stacklevel=2
-            )
-            return self._unchanged(inputs, n, output_type)
 
         guided = guidance_scale > 1.0
         context = self._context(inputs.exemplars, n, guidance_scale)
         noise = latents.to(self.device, self.dtype) if latents is not None else self._draw(shape, generator)
-        cond_latents, latent_keep = self._cond_latents(inputs, n, guided, generator)
+        cond_latents, latent_keep = self._cond_latents(inputs, n, guided, generator, progress=progress)
         if trajectory is not None:
             x = trajectory[:, 0].to(self.device, self.dtype).repeat_interleave(n, dim=0)
         elif start_step == 0:
             x = noise * init_noise_sigma(name, self.schedule, num_inference_steps, **options)
         else:
-            source = self._encode_images(inputs.images, generator, sample=False).repeat_interleave(n, dim=0)
+            source = self._encode_images(inputs.images, generator, sample=False, progress=progress)
+            source = source.repeat_interleave(n, dim=0)
             x = add_noise(name, self.schedule, num_inference_steps, source, noise, start_step, **options)
 
         def step_callback(i: int, t: torch.Tensor, x: torch.Tensor):
@@ -359,7 +449,7 @@ class PaintByExamplePipeline:
         )
         if output_type == "latent":
             return PipelineOutput(images=x)
-        decoded = self.model.vae.decode(x / self.model.vae.config.scale_factor)
+        decoded = self._decode_latents(x, progress=progress)
         images = (decoded / 2 + 0.5).clamp(0, 1).float().cpu()[..., : inputs.height, : inputs.width]
         if paste_back:
             images = self._paste_back(images, inputs, n, feather)
@@ -384,15 +474,6 @@ class PaintByExamplePipeline:
             return array
         return [Image.fromarray(a) for a in (array * 255).round().astype(np.uint8)]
 
-    def _unchanged(self, inputs: _Inputs, n: int, output_type: str) -> PipelineOutput:
-        if output_type == "latent":
-            with torch.no_grad():
-                return PipelineOutput(
-                    self._encode_images(inputs.images, None, sample=False).repeat_interleave(n, 0)
-                )
-        images = torch.zeros(inputs.images.shape[0] * n, 3, inputs.height, inputs.width)
-        return PipelineOutput(images=self._to_output(self._paste_back(images, inputs, n, 0), output_type))
-
     # ----------------------------------------------------------------------------------------------- DiffEdit
 
     @torch.no_grad()
@@ -407,6 +488,7 @@ class PaintByExamplePipeline:
         generator: torch.Generator | None = None,
         num_inference_steps: int = 50,
         output_type: str = "pil",
+        progress: bool = True,
     ):
         """DiffEdit-style mask of where `example_image` would change `image` (white = repaint).
 
@@ -416,14 +498,12 @@ class PaintByExamplePipeline:
         normalised and thresholded at 0.5. Returns one mask per image: PIL "L" images, or a (B, 1, H, W) tensor
         for output_type="pt".
         """
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if not isinstance(num_maps, int) or num_maps < 1:
-            raise ValueError(f"num_maps must be a positive integer, got {num_maps!r}")
-        if threshold_ratio <= 0:
-            raise ValueError(f"threshold_ratio must be > 0, got {threshold_ratio}")
+        strength = _real(strength, "strength", lambda v: 0 < v <= 1, "in (0, 1]")
+        num_maps = _count(num_maps, "num_maps")
+        threshold_ratio = _real(threshold_ratio, "threshold_ratio", lambda v: v > 0, "> 0 and finite")
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type={output_type!r}; valid: ('pil', 'pt')")
+        num_inference_steps = _count(num_inference_steps, "num_inference_steps")
         self.schedule.check_steps(num_inference_steps)
         inputs = self._prepare(image, None, example_image)
         batch = inputs.images.shape[0]
@@ -432,7 +512,7 @@ class PaintByExamplePipeline:
             if reference_image is None
             else self._exemplar_batch(reference_image, batch, "reference_image")
         )
-        source = self._encode_images(inputs.images, generator, sample=False)
+        source = self._encode_images(inputs.images, generator, sample=False, progress=progress)
         start = min(img2img_start_step(num_inference_steps, strength), num_inference_steps - 1)
         t = self.schedule.timesteps(num_inference_steps)[start].to(self.device)
         target = self._encode_exemplars(inputs.exemplars)
@@ -441,9 +521,10 @@ class PaintByExamplePipeline:
             if reference is not None
             else self.model.encoder.unconditional(batch, target.shape[1]).to(target.dtype)
         )
-        cond_latents, _ = self._cond_latents(inputs, 1, False, generator)  # keep = 0 everywhere: repaint all
+        # keep = 0 everywhere: repaint all
+        cond_latents, _ = self._cond_latents(inputs, 1, False, generator, progress=progress)
         total = torch.zeros_like(source[:, :1])
-        for _ in range(num_maps):
+        for _ in tqdm(range(num_maps), desc="automatic mask", disable=not progress, leave=False):
             noise = self._draw(source.shape, generator)
             a = self.schedule.alpha_list[int(t)]
             x = a**0.5 * source + (1 - a) ** 0.5 * noise
@@ -476,6 +557,7 @@ class PaintByExamplePipeline:
         `strength` < 1 inverts only part of the way (the edit then starts at the matching step). The UNet sees
         `mask_image` (white = repaint; default: repaint everything), as the edit will.
         """
+        num_inference_steps = _count(num_inference_steps, "num_inference_steps")
         self.schedule.check_steps(num_inference_steps)
         start = img2img_start_step(num_inference_steps, strength)
         if start >= num_inference_steps:
@@ -486,8 +568,8 @@ class PaintByExamplePipeline:
             context = self._encode_exemplars(inputs.exemplars)
         else:
             context = self.model.encoder.unconditional(batch).to(self.dtype)
-        cond_latents, _ = self._cond_latents(inputs, 1, False, None, sample=False)
-        source = self._encode_images(inputs.images, None, sample=False)
+        cond_latents, _ = self._cond_latents(inputs, 1, False, None, sample=False, progress=progress)
+        source = self._encode_images(inputs.images, None, sample=False, progress=progress)
         states = [source]
         denoise = self._denoiser(context, cond_latents, 1.0)
 

@@ -3,7 +3,8 @@
 Conventions (the same as diffusers' PaintByExamplePipeline and the original inference script):
 - images: PIL images (any mode; grayscale and RGBA are converted to RGB), HxW / HxWx3 / HxWx4 uint8 arrays, file
   paths, or tensors (3, H, W) / (B, 3, H, W) already in [-1, 1];
-- masks: white (>= 0.5) = repaint. Inside the model the convention flips to 1 = keep;
+- masks: white (>= 0.5) = repaint: PIL images (brightness; alpha is ignored), integer arrays 0..255, bool arrays, float
+  arrays / tensors in [0, 1]. Inside the model the convention flips to 1 = keep;
 - exemplars: anything an image can be, preprocessed like transformers' CLIPImageProcessor (shortest edge to 224 with
   antialiased bicubic, centre crop, CLIP normalisation); a tensor is taken as already-normalised pixel values.
 """
@@ -29,6 +30,8 @@ def open_image(value: ImageLike, name: str) -> Image.Image | np.ndarray | torch.
     """Paths become PIL images; anything else passes through. Clear errors for missing or non-image files."""
     if isinstance(value, str | Path):
         path = Path(value)
+        if path.is_dir():
+            raise ValueError(f"{name}: {path} is a directory; pass an image file")
         if not path.is_file():
             raise FileNotFoundError(f"{name}: file not found: {path}")
         try:
@@ -56,14 +59,25 @@ def as_list(value, name: str) -> list:
 
 
 def to_uint8_rgb(img, name: str) -> np.ndarray:
-    """HxWx3 uint8 from a PIL image (any mode) or an HxW / HxWx3 / HxWx4 array (uint8, or float in [0, 1])."""
+    """HxWx3 uint8 from a PIL image (any mode) or an HxW / HxWx3 / HxWx4 array (integers in [0, 255], or float in
+    [0, 1]); empty or non-finite input is refused."""
+    arr = np.array(img.convert("RGB")) if isinstance(img, Image.Image) else np.asarray(img)
+    if arr.size == 0:
+        raise ValueError(f"{name}: empty image of shape {arr.shape}; expected an image with pixels")
     if isinstance(img, Image.Image):
-        return np.array(img.convert("RGB"))
-    arr = np.asarray(img)
+        return arr
     if arr.dtype != np.uint8:
-        if not np.issubdtype(arr.dtype, np.floating) or arr.min() < 0 or arr.max() > 1:
+        if np.issubdtype(arr.dtype, np.integer):
+            if arr.min() < 0 or arr.max() > 255:
+                raise ValueError(f"{name}: an integer array must hold values in [0, 255]")
+            arr = arr.astype(np.uint8)
+        elif not np.issubdtype(arr.dtype, np.floating):
             raise ValueError(f"{name}: a {arr.dtype} array must be uint8, or float in [0, 1]")
-        arr = (arr * 255).round().astype(np.uint8)
+        else:
+            _check_finite(arr, name)
+            if arr.min() < 0 or arr.max() > 1:
+                raise ValueError(f"{name}: a {arr.dtype} array must be uint8, or float in [0, 1]")
+            arr = (arr * 255).round().astype(np.uint8)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -78,20 +92,66 @@ def to_mask_float(mask, name: str) -> np.ndarray:
     if isinstance(mask, Image.Image):
         return np.array(mask.convert("L")).astype(np.float32) / 255.0
     if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().float().numpy()
+        mask = mask.detach().cpu()
+        mask = (mask.float() if mask.is_floating_point() else mask).numpy()
     arr = np.asarray(mask)
+    if arr.size == 0:
+        raise ValueError(f"{name}: empty mask of shape {arr.shape}")
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
         return np.array(Image.fromarray(to_uint8_rgb(arr, name)).convert("L")).astype(np.float32) / 255.0
     if arr.ndim != 2:
         raise ValueError(f"{name}: mask of shape {arr.shape}; expected HxW (or 1xHxW)")
-    if arr.dtype == np.uint8:
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)  # True = repaint
+    if np.issubdtype(arr.dtype, np.integer):  # 0..255, as a PIL "L" image (diffusers' convention)
+        if arr.min() < 0 or arr.max() > 255:
+            raise ValueError(f"{name}: an integer mask must hold values in [0, 255] (255 = repaint)")
         return arr.astype(np.float32) / 255.0
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(
+            f"{name}: a {arr.dtype} mask; expected uint8 / integer 0..255, bool, or float in [0, 1]"
+        )
+    _check_finite(arr, name)
     arr = arr.astype(np.float32)
     if arr.min() < 0 or arr.max() > 1:
         raise ValueError(f"{name}: a float mask must lie in [0, 1] (white / 1 = repaint)")
     return arr
+
+
+def _check_finite(arr, name: str) -> None:
+    finite = torch.isfinite(arr).all() if isinstance(arr, torch.Tensor) else np.isfinite(arr).all()
+    if not bool(finite):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def has_alpha(mask) -> bool:
+    """Whether a mask carries transparency (ignored by the pipeline: only its brightness counts)."""
+    if isinstance(mask, Image.Image):
+        return mask.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in mask.info
+    arr = np.asarray(mask) if isinstance(mask, np.ndarray) else None
+    return arr is not None and arr.ndim == 3 and arr.shape[2] == 4
+
+
+def empty_mask_message(name: str, mask, repaint: np.ndarray) -> str:
+    """Why a mask marks nothing to repaint, for the warning (`repaint`: the mask as floats, white = 1)."""
+    message = (
+        f"{name} marks nothing to repaint: no pixel is white (white = repaint, black = keep; values are "
+        f"binarised at 0.5). The model still runs, as in diffusers, and repaints nothing in particular."
+    )
+    brightest = float(repaint.max())
+    if has_alpha(mask):
+        message += (
+            " The mask has an alpha channel, which is ignored: paint the region to repaint white "
+            "instead of marking it by transparency."
+        )
+    elif brightest > 0:
+        message += (
+            f" Its brightest value is {round(brightest * 255)}/255, below the threshold of 128: "
+            "soft or grey masks must reach at least mid-grey where they should repaint."
+        )
+    return message
 
 
 def keep_mask(repaint: np.ndarray) -> torch.Tensor:
@@ -109,6 +169,7 @@ def image_tensor(img, name: str) -> tuple[torch.Tensor, np.ndarray | None]:
             raise ValueError(
                 f"{name}: tensor of shape {tuple(img.shape)}; expected (3, H, W) or (B, 3, H, W)"
             )
+        _check_finite(img, name)
         if img.min() < -1 or img.max() > 1:
             raise ValueError(f"{name}: tensor images must lie in [-1, 1]")
         return img.float(), None
@@ -123,6 +184,7 @@ def exemplar_tensor(img, name: str, size: int = 224) -> torch.Tensor:
             raise ValueError(
                 f"{name}: tensor of shape {tuple(img.shape)}; expected CLIP pixel values (3, {size}, {size})"
             )
+        _check_finite(img, name)
         return img.float()
     pixels = torch.from_numpy(to_uint8_rgb(img, name).transpose(2, 0, 1).copy())
     h, w = pixels.shape[1:]

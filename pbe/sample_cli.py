@@ -3,15 +3,20 @@
     python sample.py weights=PATH image=photo.png mask=mask.png example=object.png out=outputs/result.png
 
 Everything that can be wrong with the input (a missing or unreadable file, a mask of another size, steps 0, strength
-outside [0, 1], a negative guidance, an output that already exists without ``overwrite=true``) raises before the
-weights are loaded. The functions here are plain and importable, so tests and notebooks use them without Hydra.
+outside [0, 1], a negative guidance, an output that already exists without ``overwrite=true``, an output that would
+replace an input, an output folder that cannot be written) raises before the weights are loaded; for a ``-m`` sweep,
+`check_command_line` checks every job before the first one runs. The functions here are plain and importable, so
+tests and notebooks use them without Hydra.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +33,14 @@ LABEL_HEIGHT = 14  # the label strip above the first grid row
 GRID_LABELS = ("source", "mask", "exemplar", "result")
 # Arguments that are file paths: when swept, output names carry the file's stem (example-dog), not the whole path.
 PATH_KEYS = ("weights", "image", "mask", "example")
+REQUIRED = {
+    "weights": "model.ckpt, a diffusers folder or a pbe folder; default: the bundled small model, if installed",
+    "image": "the photo to edit",
+    "mask": f"white = repaint, or mask={AUTO_MASK}",
+    "example": "the exemplar: a picture of what to paint in",
+}
+OUTPUT_SUFFIXES = (".png",)  # what sample.py writes, and so the only kind of file overwrite=true may replace
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # configs/sample.yaml puts a sweep's multirun.yaml beside the outputs: hydra.sweep.dir = ${pbe_parent:${out}}
 OmegaConf.register_new_resolver("pbe_parent", lambda path: str(Path(path).parent), replace=True)
@@ -58,6 +71,8 @@ class SampleArgs:
     mask_strength: float = 0.5
     num_maps: int = 10
     threshold_ratio: float = 3.0
+    vae_tiling: bool | None = None  # None: tile the VAE above 1024 pixels a side
+    warn_pixels: int = 2048 * 2048  # warn before editing an image of more pixels; 0: never
 
 
 @dataclass
@@ -99,10 +114,10 @@ def _number(values: Mapping, name: str, ok, what: str) -> float:
     return float(value)
 
 
-def _flag(values: Mapping, name: str) -> bool:
+def _flag(values: Mapping, name: str, allow_none: bool = False) -> bool | None:
     value = values[name]
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if not isinstance(value, bool) and not (allow_none and value is None):
+        raise ValueError(f"{name} must be true or false{' (or null)' if allow_none else ''}, got {value!r}")
     return value
 
 
@@ -113,6 +128,16 @@ def _path(values: Mapping, name: str, what: str) -> Path:
     if not isinstance(value, str | os.PathLike):
         raise ValueError(f"{name} must be a path ({what}), got {value!r}")
     return Path(value).expanduser()
+
+
+def default_weights() -> Path | None:
+    """The small model trained by this project (pbe/assets/small), used when no weights= is given; None if absent."""
+    from pbe.assets import small_model_path
+
+    try:
+        return small_model_path()
+    except FileNotFoundError:
+        return None
 
 
 def check_weights(path: Path) -> None:
@@ -144,12 +169,17 @@ def parse_args(values: Mapping) -> SampleArgs:
         raise ValueError(f"unknown argument(s) {unknown}; valid: {', '.join(sorted(known))}")
     defaults = {f.name: f.default for f in fields(SampleArgs) if f.name not in PATH_KEYS}
     values = {**defaults, **values}
+    if values.get("weights") in (None, ""):
+        values["weights"] = default_weights()
+    missing = [key for key in REQUIRED if values.get(key) is None or values.get(key) == ""]
+    if missing:  # all of them at once
+        what = "; ".join(f"{key}=PATH ({REQUIRED[key]})" for key in missing)
+        raise ValueError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: pass {what}")
 
-    weights = _path(values, "weights", "model.ckpt, a diffusers folder or a pbe folder")
-    image = _path(values, "image", "the photo to edit")
-    mask_value = values.get("mask")
-    mask = None if mask_value == AUTO_MASK else _path(values, "mask", f"white = repaint, or mask={AUTO_MASK}")
-    example = _path(values, "example", "the exemplar: a picture of what to paint in")
+    weights = _path(values, "weights", REQUIRED["weights"])
+    image = _path(values, "image", REQUIRED["image"])
+    mask = None if values.get("mask") == AUTO_MASK else _path(values, "mask", REQUIRED["mask"])
+    example = _path(values, "example", REQUIRED["example"])
     out = _path(values, "out", "a .png file")
     if out.suffix.lower() != ".png":
         raise ValueError(f"out must name a .png file, got {str(out)!r}")
@@ -193,6 +223,8 @@ def parse_args(values: Mapping) -> SampleArgs:
         mask_strength=_number(values, "mask_strength", lambda v: 0 < v <= 1, "a number in (0, 1]"),
         num_maps=_integer(values, "num_maps", 1, "an integer >= 1"),
         threshold_ratio=_number(values, "threshold_ratio", lambda v: v > 0, "a number > 0"),
+        vae_tiling=_flag(values, "vae_tiling", allow_none=True),
+        warn_pixels=_integer(values, "warn_pixels", 0, "an integer >= 0 (0: never warn)"),
     )
     check_weights(args.weights)
     return args
@@ -242,20 +274,93 @@ def check_free(paths: Sequence[Path], overwrite: bool) -> None:
         )
 
 
+def check_writable(folder: Path, needed: int = 0) -> None:
+    """The output folder can be created and written (probed with an empty file), with `needed` bytes free."""
+    existing = folder
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"out: cannot create the folder {folder}: {existing} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".pbe-write-probe.", suffix=".tmp", dir=existing)
+    except OSError as e:
+        raise ValueError(f"out: cannot write in {existing} ({e.strerror or e})") from None
+    os.close(handle)
+    os.unlink(probe)
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise ValueError(
+            f"out: {existing} has {free / 2**20:.1f} MiB free; the outputs need up to {needed / 2**20:.1f} MiB"
+        )
+
+
+def output_bytes(args: SampleArgs, size: tuple[int, int], example_size: tuple[int, int]) -> int:
+    """An upper bound on what the outputs take on disk (uncompressed pixels)."""
+    (w, h), (ew, eh) = size, example_size
+    total = args.num_images * w * h * 3 + (w * h if args.mask is None else 0)
+    if args.grid:
+        width = 3 * w + max(1, round(ew * h / eh)) + 3 * GRID_GAP
+        total += width * (LABEL_HEIGHT + args.num_images * (h + GRID_GAP)) * 3
+    return total + 65536
+
+
+def check_outputs(args: SampleArgs, outputs: Outputs, inputs: Inputs | None = None) -> None:
+    """Before any work: no output would replace an input (even with overwrite=true) or anything but a PNG, existing
+    outputs only with overwrite=true, and the output folder is writable with room for the files."""
+    from pbe.checkpoints.tensor_io import check_replaceable
+
+    sources = [p for p in (args.image, args.mask, args.example, args.weights) if p is not None]
+    for path in outputs.all():
+        check_replaceable(path, src=sources, label="out", file_suffixes=OUTPUT_SUFFIXES, folders=False)
+    check_free(outputs.all(), args.overwrite)
+    needed = 0 if inputs is None else output_bytes(args, inputs.image.size, inputs.example.size)
+    for folder in dict.fromkeys(p.parent for p in outputs.all()):
+        check_writable(folder, needed)
+
+
+def write_outputs(items: Sequence[tuple[Image.Image, Path]], overwrite: bool = False) -> None:
+    """Write every file or none: each goes to a temporary sibling first, and only when all are complete are they
+    renamed into place. A failure (a full disk, a read-only folder) leaves no output and no temporary file."""
+    staged: list[tuple[Path, Path]] = []  # (temporary, target)
+    placed: list[Path] = []  # targets that did not exist before
+    created: list[Path] = []  # folders made here
+    try:
+        for image, path in items:
+            for folder in reversed([path.parent, *path.parent.parents]):
+                if not folder.exists():
+                    folder.mkdir()
+                    created.append(folder)
+            if not overwrite and path.exists():
+                raise FileExistsError(f"out: {path} already exists; pass overwrite=true to replace it")
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((Path(temporary), path))
+            with os.fdopen(handle, "wb") as f:
+                image.save(f, format="PNG")
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        for temporary, path in staged:
+            existed = path.exists()
+            os.replace(temporary, path)
+            if not existed:
+                placed.append(path)
+    except BaseException as e:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        for folder in reversed(created):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if isinstance(e, OSError) and not isinstance(e, FileExistsError):
+            target = staged[-1][1] if staged else items[0][1] if items else "?"
+            raise OSError(
+                e.errno, f"out: cannot write {target} ({e.strerror or e}); no output was written"
+            ) from e
+        raise
+
+
 def write_png(image: Image.Image, path: Path, overwrite: bool = False) -> None:
     """Write `path` atomically: a temporary file in the same folder, then a rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"out: {path} already exists; pass overwrite=true to replace it")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            image.save(f, format="PNG")
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_outputs([(image, path)], overwrite)
 
 
 def _umask() -> int:
@@ -344,6 +449,112 @@ def sweep_suffix(keys: Sequence[str], values: Mapping, job_number: int | None = 
     return "_".join(parts)
 
 
+def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """Every job of a command line's sweep, as override lists, expanded exactly as Hydra's basic sweeper does."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def check_sweep(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, multirun: bool = True) -> int:
+    """Check every job of `overrides` (a sweep when `multirun`) before any runs: each job's arguments, inputs and
+    outputs as `run` would, and that no two jobs write the same file. Nothing is written. Returns the job count."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    ours = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        jobs = sweep_jobs(ours) if multirun else [list(ours)]
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ValueError(f"cannot read the command line: {e}") from None
+    keys = swept_keys(ours) if multirun else []
+    writers: dict[Path, int] = {}
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for number, job in enumerate(jobs):
+            where = (
+                f"sweep job {number} ({' '.join(o for o in job if o.split('=')[0].lstrip('+~') in keys)}): "
+            )
+            try:
+                try:
+                    values = config_values(compose("sample", overrides=job))
+                except (HydraException, OmegaConfBaseException) as e:
+                    valid = ", ".join(f.name for f in fields(SampleArgs))
+                    raise ValueError(f"{str(e).splitlines()[0]} Valid options: {valid}") from None
+                args = parse_args(values)
+                inputs = load_inputs(args)
+                outputs = output_paths(args, sweep_suffix(keys, values, number) if multirun else "")
+                check_outputs(args, outputs, inputs)
+            except (ValueError, OSError) as e:
+                if not multirun:
+                    raise
+                raise type(e)(where + str(e)) from None
+            for path in outputs.all():
+                other = writers.setdefault(path.resolve(), number)
+                if other != number:
+                    raise ValueError(
+                        f"sweep jobs {other} and {number} would both write {path}; sweep values that differ in their "
+                        "file names (e.g. two images both called photo.png), or use separate runs"
+                    )
+    return len(jobs)
+
+
+def check_command_line(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> bool:
+    """sample.py's own check of its command line before Hydra runs anything (for a ``-m`` sweep: every job).
+
+    Returns False, checking nothing, for command lines with Hydra flags other than -m (--cfg, --info, ...)."""
+    flags = [a for a in argv if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") for f in flags):
+        return False
+    check_sweep([a for a in argv if not a.startswith("-")], config_dir, multirun=bool(flags))
+    return True
+
+
+def _config_comments(config_file: Path) -> dict[str, str]:
+    comments = {}
+    for line in config_file.read_text().splitlines():
+        if line[:1].isalpha() and ":" in line and "#" in line:
+            comments[line.split(":", 1)[0].strip()] = line.split("#", 1)[1].strip()
+    return comments
+
+
+def usage(config_file: Path = CONFIG_DIR / "sample.yaml") -> str:
+    """sample.py --help: every option with its default and a one-line description (from configs/sample.yaml)."""
+    defaults = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+    comments = _config_comments(config_file)
+    lines = [
+        "usage: python sample.py weights=PATH image=PATH mask=PATH|auto example=PATH [key=value ...]",
+        "       python sample.py -m weights=PATH image=PATH mask=PATH example=PATH seed=1,2,3 [key=a,b ...]",
+        "",
+        "Paints the exemplar into the white region of the mask and writes the result and a grid (source | mask |",
+        "exemplar | result). Every argument is checked before the weights load; existing files are kept unless",
+        "overwrite=true, and an output never replaces an input.",
+        "",
+        "required:",
+    ]
+    for key in REQUIRED:
+        lines.append(f"  {key + '=...':<24} {comments.get(key, REQUIRED[key])}")
+    lines += ["", "options (default):"]
+    for f in fields(SampleArgs):
+        if f.name in REQUIRED:
+            continue
+        value = defaults.get(f.name, f.default)
+        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        lines.append(f"  {f.name + '=' + shown:<24} {comments.get(f.name, '')}".rstrip())
+    lines += [
+        "",
+        "sweeps (-m before or after all key=value arguments, not between them):",
+        "  key=a,b,c or key=range(1,4) runs one job per value, every combination of the swept keys; e.g.",
+        "  python sample.py -m ... seed=1,2 sampler=ddim,plms writes result_seed1_sampler-ddim.png, ... and",
+        "  multirun.yaml beside them. Every job (arguments, inputs, output names) is checked before the first runs.",
+        "",
+        "Hydra's own help: python sample.py --hydra-help",
+    ]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------- running
 
 
@@ -361,19 +572,52 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def _note(args: SampleArgs, message: str) -> None:
+    if args.progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def warn_if_large(args: SampleArgs, inputs: Inputs) -> None:
+    w, h = inputs.image.size
+    if args.warn_pixels and w * h > args.warn_pixels:
+        print(
+            f"warning: image is {w}x{h} = {w * h:,} pixels, more than warn_pixels={args.warn_pixels:,}: the edit will "
+            "be slow and memory-hungry (the model was trained at 512x512; the VAE runs tiled above 1024 a side)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def check_steps_for(scheduler: Mapping, sampler: str | None, steps: int) -> None:
+    """Refuse a step count the checkpoint's schedule cannot run with this sampler, before the weights load."""
+    from pbe.diffusion import from_scheduler_config
+
+    default, schedule, options = from_scheduler_config(scheduler)
+    schedule.check_steps(steps, sampler or default, **(options if sampler in (None, default) else {}))
+
+
 def run(args: SampleArgs, suffix: str = "") -> Outputs:
     """Edit `args.image` and write the result(s) and grid. Every check happens before the weights load."""
     import torch
 
+    from pbe.checkpoints.formats import load_checkpoint
     from pbe.pipeline import PaintByExamplePipeline
 
     inputs = load_inputs(args)
     outputs = output_paths(args, suffix)
-    check_free(outputs.all(), args.overwrite)
+    check_outputs(args, outputs, inputs)
     device = resolve_device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    warn_if_large(args, inputs)
 
-    pipe = PaintByExamplePipeline.from_pretrained(args.weights, torch_dtype=dtype, device=device)
+    _note(args, f"loading weights from {args.weights} ...")
+    start = time.perf_counter()
+    ckpt = load_checkpoint(args.weights)  # tensors are memory-mapped: the schedule is known before they load
+    check_steps_for(ckpt.scheduler, args.sampler, args.steps)
+    pipe = PaintByExamplePipeline.from_checkpoint(ckpt, torch_dtype=dtype, device=device)
+    _note(args, f"loaded in {time.perf_counter() - start:.1f} s; editing on {device} ({args.dtype})")
+    pipe.vae_tiling = args.vae_tiling
+    pipe.large_image_pixels = None  # warned above, before the weights loaded
     mask = inputs.mask
     if mask is None:
         # Its own generator: rerunning with mask=<stem>_mask.png and the same seed gives the same result.
@@ -384,6 +628,7 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
             num_maps=args.num_maps,
             threshold_ratio=args.threshold_ratio,
             generator=torch.Generator().manual_seed(args.seed),
+            progress=args.progress,
         )[0]
     results = pipe(
         inputs.image,
@@ -400,12 +645,12 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
         progress=args.progress,
     ).images
 
-    for image, path in zip(results, outputs.results, strict=True):
-        write_png(image, path, args.overwrite)
+    files = list(zip(results, outputs.results, strict=True))
     if outputs.mask is not None:
-        write_png(mask, outputs.mask, args.overwrite)
+        files.append((mask, outputs.mask))
     if outputs.grid is not None:
-        write_png(draw_grid(inputs.image, mask, inputs.example, results), outputs.grid, args.overwrite)
+        files.append((draw_grid(inputs.image, mask, inputs.example, results), outputs.grid))
+    write_outputs(files, args.overwrite)
     print(f"wrote {', '.join(str(p) for p in outputs.all())}")
     return outputs
 

@@ -350,13 +350,20 @@ def test_existing_dst_is_kept_without_overwrite_and_on_failure(ldm_file, tmp_pat
     dst.mkdir()
     (dst / "precious.txt").write_text("keep me")
     assert convert([str(ldm_file), str(dst), "--to", "native", "--no-progress"]) == 1
-    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert "files pbe did not write (precious.txt)" in capsys.readouterr().err  # not "pass --overwrite"
     bad = tmp_path / "bad.ckpt"
     torch.save({"state_dict": {"x": torch.zeros(1)}}, bad)
     assert convert([str(bad), str(dst), "--to", "native", "--overwrite", "--no-progress"]) == 1
     assert (dst / "precious.txt").read_text() == "keep me"
+    assert convert([str(ldm_file), str(dst), "--to", "native", "--overwrite", "--no-progress"]) == 1
+    assert "files pbe did not write (precious.txt)" in capsys.readouterr().err
+    assert [p.name for p in dst.iterdir()] == ["precious.txt"]
+    (dst / "precious.txt").unlink()  # an empty folder (or one pbe wrote) may be replaced
     assert convert([str(ldm_file), str(dst), "--to", "native", "--overwrite", "--no-progress"]) == 0
-    assert not (dst / "precious.txt").exists() and (dst / "model.safetensors").is_file()
+    assert (dst / "model.safetensors").is_file()
+    # what pbe wrote is replaced only with the flag
+    assert convert([str(ldm_file), str(dst), "--to", "native", "--no-progress"]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
 def test_convert_cli_summary_and_argument_errors(ldm_file, tmp_path, capsys):
@@ -398,3 +405,119 @@ def test_folder_of_unknown_kind_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing")
     shutil.rmtree(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------------------ issue 14
+
+
+def test_every_writer_defaults_to_the_paint_by_example_schedule(ldm_file, tmp_path):
+    """Item 8: one training schedule, shared by the checkpoint writers (and the pipeline / training)."""
+    from pbe.checkpoints.formats import DEFAULT_SCHEDULER, Checkpoint, read_ldm
+    from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER
+
+    assert DEFAULT_SCHEDULER is PAINT_BY_EXAMPLE_SCHEDULER
+    loaded = load_checkpoint(ldm_file)
+    ckpt = Checkpoint(loaded.config, loaded.state)  # no scheduler given
+    assert ckpt.scheduler == PAINT_BY_EXAMPLE_SCHEDULER and ckpt.scheduler is not PAINT_BY_EXAMPLE_SCHEDULER
+    save_checkpoint(ckpt, tmp_path / "n", "native", progress=False)
+    assert json.loads((tmp_path / "n/pbe_config.json").read_text())["scheduler"] == PAINT_BY_EXAMPLE_SCHEDULER
+    save_checkpoint(ckpt, tmp_path / "d", "diffusers", progress=False)
+    written = json.loads((tmp_path / "d/scheduler/scheduler_config.json").read_text())
+    assert written == PAINT_BY_EXAMPLE_SCHEDULER
+    state = read_tensors(ldm_file)[
+        0
+    ]  # the betas alone (a file from the original code) give the same schedule
+    assert read_ldm(ldm_file, state=state).scheduler == PAINT_BY_EXAMPLE_SCHEDULER
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_diffusers_original_diffusers_keeps_the_scheduler(ldm_file, tmp_path, suffix):
+    """The original layout stores only betas; pbe keeps the rest of the scheduler next to them."""
+    ckpt = load_checkpoint(ldm_file)
+    ckpt.scheduler = {
+        "_class_name": "DDIMScheduler",
+        "_diffusers_version": "0.30.0",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "steps_offset": 0,
+        "set_alpha_to_one": True,
+        "clip_sample": False,
+        "timestep_spacing": "trailing",
+        "prediction_type": "epsilon",
+        "trained_betas": None,
+    }
+    save_checkpoint(ckpt, tmp_path / "d1", "diffusers", progress=False)
+    save_checkpoint(load_checkpoint(tmp_path / "d1"), tmp_path / f"m{suffix}", "ldm", progress=False)
+    save_checkpoint(load_checkpoint(tmp_path / f"m{suffix}"), tmp_path / "d2", "diffusers", progress=False)
+    first, second = (
+        json.loads((tmp_path / d / "scheduler/scheduler_config.json").read_text()) for d in ("d1", "d2")
+    )
+    assert second == first and second["steps_offset"] == 0
+    assert json.loads((tmp_path / "d2/model_index.json").read_text())["scheduler"][1] == "DDIMScheduler"
+
+
+def test_stored_scheduler_that_no_longer_matches_the_betas_is_ignored(ldm_file, tmp_path):
+    obj = torch.load(ldm_file, weights_only=True)
+    obj["pbe_scheduler_config"] = json.dumps(
+        {"beta_schedule": "linear", "steps_offset": 0}
+    )  # not these betas
+    torch.save(obj, tmp_path / "edited.ckpt")
+    scheduler = load_checkpoint(tmp_path / "edited.ckpt").scheduler
+    assert scheduler["beta_schedule"] == "scaled_linear" and scheduler["steps_offset"] == 1
+
+
+@pytest.mark.parametrize(
+    ("rel", "content"),
+    [
+        ("pbe_config.json", "{not json"),
+        ("pbe_config.json", '{"model": {"unet": {"channels": "abc"}}}'),
+        ("pbe_config.json", "[1, 2]"),
+    ],
+)
+def test_broken_native_config_names_the_file(ldm_file, tmp_path, capsys, rel, content):
+    """Item 9: a broken config inside a model folder names the file (API and CLI)."""
+    save_checkpoint(load_checkpoint(ldm_file), tmp_path / "m", "native", progress=False)
+    (tmp_path / "m" / rel).write_text(content)
+    with pytest.raises(CheckpointError, match=str(tmp_path / "m" / rel)):
+        load_checkpoint(tmp_path / "m")
+    assert convert([str(tmp_path / "m"), str(tmp_path / "out.ckpt"), "--to", "ldm"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path / "m" / rel) in err[0]
+
+
+@pytest.mark.parametrize(
+    ("rel", "content"),
+    [
+        ("unet/config.json", '{"block_out_channels": [32, 64], '),
+        ("vae/config.json", '{"block_out_channels": 5}'),
+        ("image_encoder/config.json", '{"hidden_size": "wide"}'),
+        ("scheduler/scheduler_config.json", "\x00\xff"),
+    ],
+)
+def test_broken_diffusers_config_names_the_file(diffusers_dir, tmp_path, rel, content):
+    folder = tmp_path / "hf"
+    shutil.copytree(diffusers_dir, folder)
+    (folder / rel).write_text(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(folder)
+    assert rel.split("/")[0] in str(info.value) and str(folder) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("broken.json", '{"unet": ', "not valid JSON"),
+        ("broken.yaml", "unet: [1, 2\nvae: {", "not valid YAML"),
+        ("wrong.json", '{"unet": {"no_such_option": 1}}', "no_such_option"),
+        ("wrong.yaml", "unet: 5", "unet"),
+    ],
+)
+def test_broken_config_option_names_the_file(ldm_file, tmp_path, capsys, name, content, says):
+    (tmp_path / name).write_text(content)
+    args = [str(ldm_file), str(tmp_path / "out"), "--to", "native", "--config", str(tmp_path / name)]
+    assert convert(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / name) in err[0] and says in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -37,6 +37,8 @@ def test_notebook_runs_on_a_tiny_model_and_shows_the_grids(tmp_path, monkeypatch
 
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    streams = "".join(o.text for o in outputs if o.output_type == "stream")
+    assert "TqdmWarning" not in streams and "IProgress not found" not in streams  # ipywidgets bars
     kernel_prefix = nb.cells[-1].outputs[0].text.strip()
     assert kernel_prefix == sys.prefix  # the kernel is this virtual environment's Python
     images = [
@@ -48,3 +50,19 @@ def test_notebook_runs_on_a_tiny_model_and_shows_the_grids(tmp_path, monkeypatch
     grids = sorted(img.height for img in images if img.height in (one_row, two_rows) and img.width > 3 * SIZE)
     assert grids == [one_row, one_row, two_rows]  # edit, automatic mask; paste back beside the plain edit
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # the notebook writes no files
+
+
+def test_notebook_default_weights_path_is_taken_from_the_repository_root(tmp_path, monkeypatch):
+    """Started from any folder, the notebook looks for its default weights beside sample.py."""
+    import pytest
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PBE_WEIGHTS", raising=False)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    setup = next(c.source for c in nb.cells if c.cell_type == "code")
+    expected = NOTEBOOK.parents[1] / "Paint-by-Example"
+    if expected.exists():
+        pytest.skip(f"{expected} exists here; the check needs it absent")
+    with pytest.raises((FileNotFoundError, ValueError)) as error:
+        exec(compile(setup, "inference.ipynb", "exec"), {})
+    assert str(expected) in str(error.value)

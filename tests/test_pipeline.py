@@ -1,5 +1,6 @@
 """The editing pipeline: parity with diffusers' PaintByExamplePipeline, and what goes beyond it."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -394,6 +395,24 @@ GOOD = dict(image=photo(32, 32), mask_image=box_mask(32, 32, (8, 8, 24, 24)), ex
         (dict(output_type="jpeg"), ValueError, "output_type"),
         (dict(sampler="heun"), ValueError, "valid: ddim"),
         (dict(mask_image=None), ValueError, "mask_image is required"),
+        (dict(guidance_scale=float("nan")), ValueError, "guidance_scale must be >= 0 and finite"),
+        (dict(guidance_scale=float("inf")), ValueError, "guidance_scale must be >= 0 and finite"),
+        (dict(image=np.full((32, 32, 3), np.nan)), ValueError, "image\\[0\\] contains NaN"),
+        (
+            dict(image=torch.full((3, 32, 32), float("inf"))),
+            ValueError,
+            "image\\[0\\] contains NaN or infinite",
+        ),
+        (
+            dict(mask_image=np.full((32, 32), np.nan, np.float32)),
+            ValueError,
+            "mask_image\\[0\\] contains NaN",
+        ),
+        (dict(feather=1.5), ValueError, "feather \\(pixels\\) must be an integer >= 0"),
+        (dict(feather=-1), ValueError, "feather \\(pixels\\) must be an integer >= 0"),
+        (dict(example_image=np.zeros((0, 0, 3), np.uint8)), ValueError, "example_image\\[0\\]: empty image"),
+        (dict(eta=float("nan")), ValueError, "eta must be >= 0 and finite"),
+        (dict(num_inference_steps=np.float32(2)), ValueError, "num_inference_steps must be an integer"),
         (
             dict(image=[photo(32, 32), photo(32, 32)], example_image=[photo(8, 8)] * 3),
             ValueError,
@@ -406,6 +425,18 @@ def test_bad_input_raises_before_model_work(guarded, change, error, match):
         guarded(**{**GOOD, "num_inference_steps": 2, **change}, progress=False)
 
 
+@pytest.mark.parametrize("sampler", [None, "pndm", "ddim"])
+def test_1000_steps_on_the_released_schedule_is_refused_for_table_samplers(guarded, sampler):
+    # leading spacing with steps_offset 1 would start at timestep 1000, past the table (diffusers IndexErrors)
+    with pytest.raises(ValueError, match=r"steps=1000 .*Allowed steps here: 1\.\.999"):
+        guarded(**GOOD, num_inference_steps=1000, sampler=sampler, progress=False)
+
+
+def test_1000_steps_run_with_samplers_that_can_take_them(pipe):
+    out = pipe(**GOOD, num_inference_steps=1000, sampler="euler_a", output_type="np", progress=False)
+    assert np.isfinite(out.images).all()
+
+
 def test_paths_that_are_missing_or_not_images(guarded, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match="is not an image"):
@@ -414,12 +445,119 @@ def test_paths_that_are_missing_or_not_images(guarded, tmp_path):
         guarded(**{**GOOD, "example_image": str(tmp_path / "nope.png")}, num_inference_steps=2)
 
 
-def test_all_black_mask_returns_the_input_unchanged_with_a_warning(guarded):
-    source = photo(32, 40, seed=9)
+def test_a_directory_as_image_says_it_is_a_directory(guarded, tmp_path):
+    with pytest.raises(ValueError, match="image: .* is a directory"):
+        guarded(**{**GOOD, "image": tmp_path}, num_inference_steps=2)
+
+
+def test_integer_masks_and_numpy_step_counts_are_accepted(pipe):
+    """diffusers takes 0/255 masks and numpy integers; so does pbe, with the same result as a PIL mask."""
+    mask = box_mask(32, 32, (8, 8, 24, 24))
+    kwargs = dict(
+        image=GOOD["image"], example_image=GOOD["example_image"], output_type="latent", progress=False
+    )
+    expected = pipe(
+        **kwargs, mask_image=mask, num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+    )
+    for integer_mask in (np.array(mask).astype(np.int64), torch.from_numpy(np.array(mask).astype(np.int32))):
+        got = pipe(
+            **kwargs,
+            mask_image=integer_mask,
+            num_inference_steps=np.int64(2),
+            num_images_per_prompt=np.int32(1),
+            feather=np.int16(0),
+            generator=torch.Generator().manual_seed(0),
+        )
+        assert torch.equal(got.images, expected.images)
+
+
+def test_default_scheduler_is_the_paint_by_example_training_schedule(folder):
+    """PaintByExamplePipeline(model) without a scheduler config samples like diffusers with the released
+    model's scheduler (scaled_linear betas, steps_offset 1), not with the PNDM class defaults."""
+    ref = tiny_diffusers_pipeline()  # built with the Paint-by-Example scheduler settings
+    ours = PaintByExamplePipeline(load_checkpoint(folder).model())
+    assert ours.default_sampler == "pndm" and ours.schedule.steps_offset == 1
+    kwargs = dict(**GOOD, num_inference_steps=3, output_type="np")
+    expected = ref(**kwargs, generator=torch.Generator().manual_seed(3)).images
+    got = ours(**kwargs, generator=torch.Generator().manual_seed(3), progress=False).images
+    assert np.abs(got - expected).max() <= 1e-3
+
+
+# ------------------------------------------------------------------------------------------ empty masks
+
+
+def test_a_mask_that_marks_nothing_runs_the_model_like_diffusers_and_warns_at_the_callers_line(folder):
+    ref = tiny_diffusers_pipeline()
+    ours = PaintByExamplePipeline.from_pretrained(folder)
+    black = Image.new("L", (40, 32), 0)
+    kwargs = dict(
+        image=photo(32, 40, seed=9), mask_image=black, example_image=photo(32, 32), num_inference_steps=3
+    )
+    expected = ref(**kwargs, output_type="np", generator=torch.Generator().manual_seed(5)).images
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = guarded(
-            source, Image.new("L", (40, 32), 0), photo(32, 32), num_inference_steps=2, num_images_per_prompt=2
+        line = sys._getframe().f_lineno + 1
+        got = ours(**kwargs, output_type="np", generator=torch.Generator().manual_seed(5), progress=False)
+    assert np.abs(got.images - expected).max() <= 1e-3
+    assert np.abs(got.images - np.asarray(kwargs["image"]) / 255).max() > 0.05  # the model did run
+    empty = [w for w in caught if "marks nothing to repaint" in str(w.message)]
+    assert len(empty) == 1 and "white = repaint" in str(empty[0].message)
+    assert (empty[0].filename, empty[0].lineno) == (__file__, line)
+
+
+def rgba_mask_marked_only_by_alpha():
+    mask = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    mask.paste((0, 0, 0, 255), (8, 8, 24, 24))
+    return mask
+
+
+@pytest.mark.parametrize(
+    "mask, hint",
+    [
+        (rgba_mask_marked_only_by_alpha(), "alpha channel, which is ignored"),
+        (box_mask(32, 32, (8, 8, 24, 24)).point(lambda v: v // 2), "brightest value is 127/255"),
+    ],
+    ids=["rgba_alpha_only", "soft_grey"],
+)
+def test_masks_that_binarise_to_nothing_warn_with_the_reason(pipe, mask, hint):
+    with pytest.warns(UserWarning, match="mask_image marks nothing to repaint") as caught:
+        pipe(
+            GOOD["image"],
+            mask,
+            GOOD["example_image"],
+            num_inference_steps=1,
+            output_type="latent",
+            progress=False,
         )
-    assert any("nothing to repaint" in str(w.message) for w in caught)
-    assert len(out.images) == 2 and all(np.array_equal(np.array(i), np.array(source)) for i in out.images)
+    empty = [w for w in caught if "nothing to repaint" in str(w.message)]
+    assert len(empty) == 1 and hint in str(empty[0].message) and empty[0].filename == __file__
+
+
+# ------------------------------------------------------------------------------------------ large images
+
+
+def test_vae_runs_tiled_above_the_threshold_with_a_progress_bar(folder, capsys):
+    pipe = PaintByExamplePipeline.from_pretrained(folder)
+    pipe.vae_tile, pipe.vae_tile_overlap, pipe.vae_tiling_threshold = 16, 4, 40  # 32x48: tiled; 32x32: not
+    kwargs = dict(example_image=GOOD["example_image"], num_inference_steps=1, output_type="np")
+    image, mask = photo(32, 48), box_mask(32, 48, (8, 8, 40, 24))
+    tiled = pipe(image, mask, **kwargs, generator=torch.Generator().manual_seed(0)).images
+    bars = capsys.readouterr().err
+    assert "VAE encode" in bars and "VAE decode" in bars
+    pipe.disable_vae_tiling()
+    plain = pipe(image, mask, **kwargs, generator=torch.Generator().manual_seed(0), progress=False).images
+    assert "VAE" not in capsys.readouterr().err
+    assert tiled.shape == plain.shape and not np.array_equal(tiled, plain)  # tiles: not bit-exact
+    pipe.vae_tiling = None
+    pipe(GOOD["image"], GOOD["mask_image"], **kwargs)  # 32x32: under the threshold
+    assert "VAE" not in capsys.readouterr().err
+
+
+def test_an_image_above_the_pixel_limit_warns_before_any_work(guarded):
+    guarded.large_image_pixels = 32 * 32 - 1
+    try:
+        with pytest.warns(UserWarning, match="image is 32x32 = 1,024 pixels, more than"):
+            with pytest.raises(AssertionError, match="model work started"):  # the warning came first
+                guarded(**GOOD, num_inference_steps=1)
+    finally:
+        guarded.large_image_pixels = 2048 * 2048

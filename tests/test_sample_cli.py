@@ -1,6 +1,8 @@
 """sample.py and pbe.sample_cli: argument checks, output naming, the grid, atomic writes, Hydra runs and sweeps."""
 
+import errno
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -11,12 +13,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from pbe import sample_cli
 from pbe.pipeline import PaintByExamplePipeline
 from pbe.sample_cli import (
     GRID_GAP,
     LABEL_HEIGHT,
     SampleArgs,
+    check_command_line,
     check_free,
+    check_sweep,
     config_values,
     draw_grid,
     output_paths,
@@ -78,6 +83,7 @@ def no_model(monkeypatch):
         raise AssertionError("weights were loaded before the arguments were checked")
 
     monkeypatch.setattr(PaintByExamplePipeline, "from_pretrained", refuse)
+    monkeypatch.setattr(PaintByExamplePipeline, "from_checkpoint", refuse)
 
 
 def pixels(path) -> np.ndarray:
@@ -89,7 +95,6 @@ def pixels(path) -> np.ndarray:
 
 
 BAD_INPUT = [
-    ({"weights": None}, ValueError, "weights is required"),
     ({"weights": "does/not/exist"}, FileNotFoundError, "weights: does/not/exist does not exist"),
     ({"image": "missing.png"}, FileNotFoundError, "image: file not found"),
     ({"image": "{photos}/notes.txt"}, ValueError, "image: .*notes.txt is not an image"),
@@ -107,6 +112,22 @@ BAD_INPUT = [
     ({"paste_back": "maybe"}, ValueError, "paste_back must be true or false"),
     ({"num_maps": 0, "mask": "auto"}, ValueError, "num_maps must be an integer >= 1"),
     ({"seeed": 1}, ValueError, r"unknown argument\(s\) \['seeed'\]; valid: .*seed"),
+    ({"image": "{photos}"}, ValueError, "image: .* is a directory"),
+    ({"mask": "{photos}"}, ValueError, "mask: .* is a directory"),
+    ({"out": "{photos}/astronaut.png", "overwrite": True}, ValueError, "out .*astronaut.png is the source"),
+    ({"out": "{photos}/mask.png", "overwrite": True}, ValueError, "out .*mask.png is the source"),
+    ({"out": "{photos}/notes.txt/result.png"}, ValueError, "notes.txt is a file, not a folder"),
+    ({"out": "/proc/pbe-no-such-dir/result.png"}, ValueError, "out: cannot write in /proc"),
+    ({"warn_pixels": -1}, ValueError, "warn_pixels must be an integer >= 0"),
+    ({"vae_tiling": "sometimes"}, ValueError, r"vae_tiling must be true or false \(or null\)"),
+    # The released schedule (leading spacing, steps_offset 1): PLMS cannot take 1000 steps (its first timestep
+    # would be 1000); the message says what is allowed, before any tensor loads.
+    (
+        {"steps": 1000},
+        ValueError,
+        r"steps=1000 does not work for sampler pndm .*Allowed steps here: 1\.\.999",
+    ),
+    ({"steps": 1000, "sampler": "ddim"}, ValueError, r"sampler ddim .*Allowed steps here: 1\.\.999"),
 ]
 
 
@@ -199,10 +220,12 @@ def test_config_file_defaults_match_sample_args(weights, photos, tmp_path):
     assert parse_args(values).out == defaults["out"]
 
 
-def test_missing_required_value_in_config_names_the_argument(weights, tmp_path, no_model):
+def test_missing_required_values_are_all_named_at_once(weights, tmp_path, no_model):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("sample", overrides=[f"weights={weights}"])
-    with pytest.raises(ValueError, match="image is required: pass image=PATH"):
+    with pytest.raises(
+        ValueError, match="image, mask, example are required: pass image=PATH .*; mask=PATH .*; ex"
+    ):
         parse_args(config_values(cfg))
 
 
@@ -317,3 +340,141 @@ def test_sample_py_sweep_writes_one_distinct_file_per_seed(weights, photos, tmp_
     assert not np.array_equal(
         pixels(tmp_path / "sweep/result_seed1.png"), pixels(tmp_path / "sweep/result_seed2.png")
     )
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("error:")]
+
+
+# ----------------------------------------------------------------------------------------------- outputs that fail
+
+
+def test_a_disk_without_room_is_found_before_the_weights_load(
+    weights, photos, tmp_path, no_model, monkeypatch
+):
+    usage = shutil.disk_usage
+    monkeypatch.setattr(sample_cli.shutil, "disk_usage", lambda path: usage(path)._replace(free=1000))
+    with pytest.raises(ValueError, match="MiB free; the outputs need up to"):
+        run(parse_args(arguments(weights, photos, tmp_path / "result.png")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_writing_the_grid_leaves_nothing_that_blocks_the_rerun(
+    weights, photos, tmp_path, monkeypatch
+):
+    class FullDisk:
+        def save(self, f, format):
+            f.write(b"half a png")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "edits" / "result.png"
+    with monkeypatch.context() as patch:
+        patch.setattr(sample_cli, "draw_grid", lambda *a, **k: FullDisk())
+        with pytest.raises(OSError, match="No space left on device.*no output was written"):
+            run(parse_args(arguments(weights, photos, out)))
+    assert list(tmp_path.iterdir()) == []  # no result, no temporary file, not even the new folder
+    run(parse_args(arguments(weights, photos, out)))  # the same command again, without overwrite=true
+    assert sorted(p.name for p in out.parent.iterdir()) == ["result.png", "result_grid.png"]
+
+
+# ----------------------------------------------------------------------------------------------- sweeps up front
+
+
+def sweep_overrides(weights, photos, out, *extra) -> list[str]:
+    return [*(f"{k}={v}" for k, v in arguments(weights, photos, out).items()), *extra]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["sampler=ddim,bogus"], r"sweep job 1 \(sampler=bogus\): sampler='bogus'"),
+        (["steps=2,02"], r"sweep job 1 \(steps=02\): steps must be an integer"),
+        (["example={photos}/coffee.png,{photos}/copy/coffee.png"], "sweep jobs 0 and 1 would both write"),
+        (["seed=1,2", "image={photos}/astronaut.png,{photos}"], "sweep job 2 .*image: .* is a directory"),
+        (
+            ["seed=1,2", "mask={photos}/r_seed2.png", "out={photos}/r.png", "overwrite=true"],
+            "sweep job 1 .*r_seed2.png is the source",
+        ),
+    ],
+    ids=["bad_sampler", "steps_02", "same_file_name", "directory", "out_is_an_input"],
+)
+def test_every_job_of_a_sweep_is_checked_before_any_runs(weights, photos, tmp_path, no_model, extra, message):
+    (photos / "copy").mkdir(exist_ok=True)
+    shutil.copy(photos / "coffee.png", photos / "copy" / "coffee.png")
+    shutil.copy(photos / "mask.png", photos / "r_seed2.png")
+    extra = [e.format(photos=photos) for e in extra]
+    with pytest.raises(ValueError, match=message):
+        check_sweep(sweep_overrides(weights, photos, tmp_path / "result.png", *extra), ROOT / "configs")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_whose_later_job_would_replace_a_file_is_refused_up_front(
+    weights, photos, tmp_path, no_model
+):
+    (tmp_path / "result_seed2.png").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="sweep job 1 .*result_seed2.png already exist"):
+        check_sweep(sweep_overrides(weights, photos, tmp_path / "result.png", "seed=1,2"), ROOT / "configs")
+    assert check_sweep(sweep_overrides(weights, photos, tmp_path / "result.png", "seed=3,4,5")) == 3
+
+
+def test_sample_py_refuses_a_bad_sweep_before_writing_anything(weights, photos, tmp_path):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "multirun.yaml").write_text("a previous sweep")
+    values = arguments(weights, photos, "sweep/result.png", grid=False)
+    done = sample_py(tmp_path, "-m", *(f"{k}={v}" for k, v in values.items()), "sampler=ddim,bogus")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert error_lines(done) == [error_lines(done)[0]] and "sampler='bogus'" in error_lines(done)[0]
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["multirun.yaml"]  # the ddim job did not run
+    assert (tmp_path / "sweep" / "multirun.yaml").read_text() == "a previous sweep"
+
+
+def test_sample_py_help_lists_every_option_with_its_default(tmp_path):
+    done = sample_py(tmp_path, "--help")
+    assert done.returncode == 0 and list(tmp_path.iterdir()) == []
+    lines = done.stdout.splitlines()
+    for f in fields(SampleArgs):
+        line = next((line for line in lines if line.strip().startswith(f"{f.name}=")), None)
+        assert line is not None and len(line.split(maxsplit=1)) == 2, f.name  # a description beside each
+    assert any("seed=42" in line for line in lines) and any("overwrite=false" in line for line in lines)
+    assert "-m" in done.stdout and "seed=1,2" in done.stdout
+    assert "Compose your configuration" not in done.stdout  # not Hydra's generic page
+
+
+def test_an_unknown_option_is_refused_with_the_valid_ones_before_hydra_runs(tmp_path, no_model):
+    with pytest.raises(ValueError, match="Could not override 'seeed'.* Valid options: weights, image"):
+        check_command_line(["seeed=1"], ROOT / "configs")
+    assert check_command_line(["--cfg", "job"]) is False  # Hydra's own flags: left to Hydra
+
+
+def test_a_large_image_is_warned_about_and_a_line_shows_while_weights_load(
+    weights, photos, tmp_path, no_model, capsys
+):
+    args = parse_args(
+        arguments(weights, photos, tmp_path / "r.png", warn_pixels=WIDTH * HEIGHT - 1, progress=True)
+    )
+    with pytest.raises(AssertionError, match="weights were loaded"):  # no_model: stop where the weights load
+        run(args)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(
+        f"warning: image is {WIDTH}x{HEIGHT} = 3,072 pixels, more than warn_pixels=3,071"
+    )
+    assert err[1] == f"loading weights from {weights} ..."
+
+
+def test_without_weights_the_bundled_small_model_is_used(weights, photos, tmp_path, monkeypatch):
+    import pbe.assets
+
+    monkeypatch.setattr(pbe.assets, "small_model_path", lambda: weights)
+    args = parse_args(arguments(weights, photos, tmp_path / "result.png", weights=None))
+    assert args.weights == weights
+
+
+def test_without_weights_and_no_bundled_model_weights_is_required(photos, tmp_path, monkeypatch):
+    import pbe.assets
+
+    def absent():
+        raise FileNotFoundError("the small model is not installed")
+
+    monkeypatch.setattr(pbe.assets, "small_model_path", absent)
+    with pytest.raises(ValueError, match="weights is required"):
+        parse_args(arguments("unused", photos, tmp_path / "result.png", weights=None))

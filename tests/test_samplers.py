@@ -462,3 +462,14 @@ def test_step_count_outside_range_raises_before_any_model_call(name, steps):
 def test_bad_sampler_options_raise(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [("{broken", "not valid JSON"), ("[1]", "expected a JSON object"), ('{"_class_name": "Nope"}', "Nope")],
+)
+def test_broken_scheduler_config_file_is_named(tmp_path, content, says):
+    path = tmp_path / "scheduler_config.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"{path}.*{says}"):
+        from_scheduler_config(path)

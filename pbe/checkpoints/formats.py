@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,7 @@ from pbe.checkpoints.tensor_io import (
     total_bytes,
     write_safetensors,
 )
+from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER
 from pbe.models import PaintByExample, PaintByExampleConfig
 from pbe.models.exemplar_encoder import ExemplarEncoderConfig
 from pbe.models.unet import UNetConfig
@@ -49,21 +51,11 @@ NATIVE_CONFIG = "pbe_config.json"
 NATIVE_WEIGHTS = "model.safetensors"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# What the released model ships as its scheduler (and what the original PLMS sampler computes).
-DEFAULT_SCHEDULER = {
-    "_class_name": "PNDMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "set_alpha_to_one": False,
-    "clip_sample": False,
-    "prediction_type": "epsilon",
-    "timestep_spacing": "leading",
-    "trained_betas": None,
-}
+# What the released model ships as its scheduler; every Paint-by-Example model is trained on this schedule.
+DEFAULT_SCHEDULER = PAINT_BY_EXAMPLE_SCHEDULER
+# Non-tensor entry of an original-layout file written by pbe: the full scheduler config, JSON (in a .ckpt next
+# to "state_dict"; in a .safetensors in the header metadata).
+LDM_SCHEDULER_KEY = "pbe_scheduler_config"
 LDM_SCHEDULE_BUFFERS = (
     "betas",
     "alphas_cumprod",
@@ -144,16 +136,28 @@ def load_config_file(path: str | Path | None) -> dict | None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path}: not a text file ({e})") from None
+    except ValueError as e:  # json.JSONDecodeError
+        raise ValueError(f"config file {path}: not valid JSON ({e})") from None
+    except Exception as e:  # yaml.YAMLError
+        raise ValueError(f"config file {path}: not valid YAML ({' '.join(str(e).split())[:300]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path}: expected a mapping with sections unet / vae / encoder")
-    return data.get("model", data)
+    data = data.get("model", data)
+    try:
+        apply_overrides(PaintByExampleConfig(), data)  # section and field names (values are checked on use)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"config file {path}: {e}") from None
+    return data
 
 
 # --------------------------------------------------------------------------------------------------- detection
@@ -171,14 +175,38 @@ def detect_format(path: str | Path) -> Format:
         raise CheckpointError(
             f"{path}: a folder without {NATIVE_CONFIG} (pbe format) or model_index.json (diffusers format)"
         )
+    # a pbe training run's .ckpt (read only)
+    from pbe.checkpoints.lightning_ckpt import is_lightning_checkpoint
+
+    if is_lightning_checkpoint(path):
+        return "lightning"
     return "ldm"
 
 
 def load_checkpoint(path: str | Path, overrides: Mapping | None = None) -> Checkpoint:
-    """Read any supported layout. `overrides`: partial config for what shapes cannot tell (e.g. heads)."""
+    """Read any supported layout. `overrides`: partial config for what shapes cannot tell (e.g. heads).
+
+    Raises FileNotFoundError for a missing path or file, and CheckpointError (a ValueError) naming the file
+    for anything that is not a readable Paint-by-Example checkpoint."""
     fmt = detect_format(path)
+    if fmt == "lightning":
+        from pbe.checkpoints.lightning_ckpt import read_lightning
+
+        return read_lightning(Path(path), overrides)
     reader = {"native": read_native, "diffusers": read_diffusers, "ldm": read_ldm}[fmt]
-    return reader(Path(path), overrides)
+    with unreadable_as_checkpoint_error(path):
+        return reader(Path(path), overrides)
+
+
+@contextmanager
+def unreadable_as_checkpoint_error(path: str | Path):
+    """Contents of an unexpected shape that no explicit check caught end as CheckpointError naming `path`."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path}: not a readable Paint-by-Example checkpoint ({type(e).__name__}: {str(e)[:300]})"
+        ) from None
 
 
 def expected_state(config: PaintByExampleConfig) -> dict[str, torch.Tensor]:
@@ -190,13 +218,22 @@ def expected_state(config: PaintByExampleConfig) -> dict[str, torch.Tensor]:
 
 
 def read_native(path: Path, overrides: Mapping | None = None) -> Checkpoint:
-    meta = json.loads((path / NATIVE_CONFIG).read_text())
-    config = apply_overrides(config_from_dict(meta["model"]), overrides)
+    config_file = path / NATIVE_CONFIG
+    meta = _read_json(config_file)
+    if not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{config_file}: no 'model' section (a mapping with unet / vae / encoder)")
+    with _config_errors(config_file):
+        config = config_from_dict(meta["model"])
+    config = apply_overrides(config, overrides)
+    with _config_errors(config_file, overrides):
+        expected = expected_state(config)
+    if meta.get("scheduler") is not None and not isinstance(meta["scheduler"], dict):
+        raise CheckpointError(f"{config_file}: 'scheduler' must be a mapping (a diffusers scheduler config)")
     weights = path / NATIVE_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: missing {NATIVE_WEIGHTS}")
     state, _ = read_safetensors(weights)
-    check_state(expected_state(config), state, f"{path} (pbe format)")
+    check_state(expected, state, f"{path} (pbe format)")
     return Checkpoint(
         config,
         state,
@@ -250,11 +287,14 @@ def describe_ldm(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def read_ldm(
-    path: Path, overrides: Mapping | None = None, state: Mapping[str, torch.Tensor] | None = None
+    path: Path,
+    overrides: Mapping | None = None,
+    state: Mapping[str, torch.Tensor] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Checkpoint:
-    """`state`: the file's tensors when the caller has already read them."""
+    """`state`, `metadata`: the file's tensors and string entries when the caller has already read them."""
     if state is None:
-        state, _ = read_tensors(path)
+        state, metadata = read_tensors(path)
     kind = describe_ldm(state)
     if kind == "stable_diffusion":
         raise CheckpointError(
@@ -276,7 +316,29 @@ def read_ldm(
     check_state(expected, native, f"{path} (original layout)", unused)
     if "scale_factor" in state:
         config.vae.scale_factor = float(state["scale_factor"])
-    return Checkpoint(config, native, scheduler=scheduler_from_betas(state.get("betas")), format="ldm")
+    scheduler = stored_scheduler(metadata or {}, state.get("betas"), path)
+    return Checkpoint(config, native, scheduler=scheduler, format="ldm")
+
+
+def stored_scheduler(metadata: Mapping[str, str], betas: torch.Tensor | None, path: Path) -> dict:
+    """The scheduler pbe stored next to the betas (if it still describes them), else one recognised from them."""
+    recognised = scheduler_from_betas(betas)
+    text = metadata.get(LDM_SCHEDULER_KEY)
+    if text is None:
+        return recognised
+    try:
+        stored = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        stored = None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: entry {LDM_SCHEDULER_KEY!r} is not a JSON scheduler config")
+    try:
+        same = betas is None or torch.allclose(
+            betas_from_scheduler(stored), betas.double(), rtol=1e-5, atol=1e-9
+        )
+    except (ValueError, TypeError, RuntimeError):
+        same = False
+    return stored if same else recognised  # betas edited by another tool: trust the betas
 
 
 def config_from_ldm(state: Mapping[str, torch.Tensor]) -> PaintByExampleConfig:
@@ -375,10 +437,13 @@ def write_ldm(
     tokens = cfg.encoder.vision.num_patches + 1
     state[ldm_keys.VISION_PREFIX + "embeddings.position_ids"] = torch.arange(tokens)[None]
     state.update(ldm_schedule_buffers(ckpt.scheduler))
+    # The original layout keeps only the betas; the rest of the scheduler (class, steps_offset, spacing, ...)
+    # rides along as a JSON string that the original code ignores and read_ldm reads back.
+    extra = {LDM_SCHEDULER_KEY: json.dumps(ckpt.scheduler, sort_keys=True)}
     if safetensors:
-        _stream(dst, state, dtype, progress, {"format": "pt"})
+        _stream(dst, state, dtype, progress, {"format": "pt", **extra})
     else:
-        torch.save({"state_dict": cast(state, dtype)}, dst)
+        torch.save({"state_dict": cast(state, dtype), **extra}, dst)
     return [dst]
 
 
@@ -402,9 +467,29 @@ def _component_weights(folder: Path, stems: tuple[str, ...]) -> dict[str, torch.
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from `path`; CheckpointError naming the file when it is not one."""
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found a {type(data).__name__}")
+    return data
+
+
+@contextmanager
+def _config_errors(config_file: Path | str, overrides: Mapping | None = None):
+    """Turn a config that builds no model (wrong types, impossible values) into an error naming its file."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+        if isinstance(e, CheckpointError) and str(config_file) in str(e):
+            raise
+        also = " (with the --config overrides)" if overrides else ""
+        detail = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:300]}"
+        raise CheckpointError(f"{config_file}: invalid model config{also}: {detail}") from None
 
 
 def unet_config_from_diffusers(c: Mapping) -> UNetConfig:
@@ -477,20 +562,22 @@ def read_diffusers(path: Path, overrides: Mapping | None = None) -> Checkpoint:
         path / "image_encoder", ("model", "pytorch_model", "diffusion_pytorch_model")
     )
     mapper_depth = len({k.split(".")[2] for k in enc_state if k.startswith("mapper.blocks.")})
-    config = PaintByExampleConfig(
-        unet=unet_config_from_diffusers(_read_json(path / "unet" / "config.json")),
-        vae=vae_config_from_diffusers(_read_json(path / "vae" / "config.json")),
-        encoder=encoder_config_from_diffusers(
-            _read_json(path / "image_encoder" / "config.json"), mapper_depth
-        ),
-    )
-    config = apply_overrides(config, overrides)
+    files = {part: path / part / "config.json" for part in ("unet", "vae", "image_encoder")}
+    with _config_errors(files["unet"]):
+        unet = unet_config_from_diffusers(_read_json(files["unet"]))
+    with _config_errors(files["vae"]):
+        vae = vae_config_from_diffusers(_read_json(files["vae"]))
+    with _config_errors(files["image_encoder"]):
+        encoder = encoder_config_from_diffusers(_read_json(files["image_encoder"]), mapper_depth)
+    with _config_errors(f"{path}/{{unet,vae,image_encoder}}/config.json", overrides):
+        config = apply_overrides(PaintByExampleConfig(unet=unet, vae=vae, encoder=encoder), overrides)
+        expected = expected_state(config)
     layout = dk.detect_vision_layout(enc_state)
     state = {"unet." + k: v for k, v in dk.unet_from_diffusers(unet_state).items()}
     state.update({"vae." + k: v for k, v in dk.vae_from_diffusers(vae_state).items()})
     enc_state = {k: v for k, v in enc_state.items() if not k.endswith("position_ids")}
     state.update({"encoder." + k: v for k, v in dk.exemplar_from_diffusers(enc_state).items()})
-    check_state(expected_state(config), state, f"{path} (diffusers folder)")
+    check_state(expected, state, f"{path} (diffusers folder)")
     scheduler_file = path / "scheduler" / "scheduler_config.json"
     scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else dict(DEFAULT_SCHEDULER)
     return Checkpoint(config, state, scheduler=scheduler, format="diffusers", vision_layout=layout)
@@ -659,10 +746,13 @@ def save_checkpoint(
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    src: str | Path | None = None,
 ) -> list[Path]:
     """Write `ckpt` in format `to` at `dst`, atomically: on any failure nothing is left at `dst`.
 
-    Returns the files written (under `dst`).
+    An existing `dst` is replaced only with `overwrite` and only if it is a checkpoint pbe wrote (a folder in
+    the native or diffusers layout, or one checkpoint file), never `src` (the checkpoint read) or a folder
+    holding it, nor the working directory (`tensor_io.check_replaceable`). Returns the files written.
     """
     if to not in FORMATS:
         raise ValueError(f"to={to!r}; expected one of {FORMATS}")
@@ -671,7 +761,7 @@ def save_checkpoint(
         raise ValueError(
             f"DST {dst}: an original-layout checkpoint is one file ending in .ckpt or .safetensors"
         )
-    with atomic_path(dst, overwrite=overwrite) as tmp:
+    with atomic_path(dst, overwrite=overwrite, src=src) as tmp:
         if to == "ldm":
             write_ldm(ckpt, tmp, dtype, progress, safetensors=dst.suffix == ".safetensors")
             return [dst]

@@ -35,6 +35,7 @@ def vp_sigma(alpha: float) -> float:
 
 
 def ddim_grid(schedule: NoiseSchedule, steps: int) -> Grid:
+    schedule.check_steps(steps, "ddim")
     timesteps = schedule.timesteps(steps).tolist()
     after_last = timesteps[-1] - schedule.num_train_timesteps // steps
     alphas = [schedule.alpha_list[t] for t in timesteps] + [schedule.alpha_at(after_last)]
@@ -48,7 +49,7 @@ def sigma_grid(schedule: NoiseSchedule, steps: int) -> Grid:
 
 
 def dpm_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
-    schedule.check_steps(steps)
+    schedule.check_count(steps)
     t, spacing = schedule.num_train_timesteps, schedule.timestep_spacing
     if spacing == "linspace":
         return [round_half_even(v) for v in numpy_linspace(0.0, t - 1.0, steps + 1)[::-1][:-1]]

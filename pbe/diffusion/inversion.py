@@ -34,7 +34,7 @@ def invert_ddim(
     start_step: int = 0,
     fixed_point_iterations: int = 0,
 ) -> Tensor:
-    check_run(schedule, steps, start_step)
+    check_run(schedule, steps, start_step, "ddim")
     valid_iterations = isinstance(fixed_point_iterations, int) and not isinstance(
         fixed_point_iterations, bool
     )

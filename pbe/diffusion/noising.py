@@ -54,7 +54,7 @@ def init_noise_sigma(name: str, schedule: NoiseSchedule, steps: int, **options) 
     the largest sigma ("linspace"/"trailing" spacing) or sqrt(sigma_max^2 + 1) ("leading"), like diffusers."""
     if name not in SIGMA_SPACE_SAMPLERS:
         check_name(name)
-        schedule.check_steps(steps)
+        schedule.check_steps(steps, name, **options)
         return 1.0
     sigma_max = max(noise_sigmas(name, schedule, steps, **options))
     if schedule.timestep_spacing in ("linspace", "trailing"):

@@ -14,7 +14,9 @@ Every sampler has the signature::
 - ``x``: the starting latent. For a full run, unit Gaussian noise times
   ``init_noise_sigma(name, schedule, steps)``; to start part-way (img2img ``strength``, DiffEdit),
   ``add_noise(name, schedule, steps, x0, noise, start_step)`` (both in ``pbe.diffusion.noising``).
-- ``steps``: the number of steps of the full schedule, 1..num_train_timesteps.
+- ``steps``: the number of steps of the full schedule, 1..num_train_timesteps, less any count whose timesteps would
+  leave the schedule's table (``schedule.check_steps(steps, name)`` says which; e.g. 1000 for DDIM/PNDM/PLMS with
+  "leading" spacing and steps_offset 1, where diffusers fails with IndexError).
 - ``start_step``: the index of the first step to run (0..steps). The run walks the same timesteps and noise
   levels as the full ``steps``-step run from that index on; multistep samplers start their history afresh.
 - ``generator``: the ``torch.Generator`` for the noise DDIM with eta > 0 and Euler ancestral add (drawn with
@@ -80,8 +82,8 @@ def gaussian_noise(generator: torch.Generator | None) -> NoiseSampler:
     return draw
 
 
-def check_run(schedule: NoiseSchedule, steps: int, start_step: int) -> None:
-    schedule.check_steps(steps)
+def check_run(schedule: NoiseSchedule, steps: int, start_step: int, sampler: str, **options) -> None:
+    schedule.check_steps(steps, sampler, **options)
     if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
         raise ValueError(f"start_step must be an integer in [0, steps={steps}], got {start_step!r}")
 
@@ -124,7 +126,7 @@ def sample_ddim(
     noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021): eta = 0 follows the probability-flow ODE (first order), eta = 1 is DDPM-like."""
-    check_run(schedule, steps, start_step)
+    check_run(schedule, steps, start_step, "ddim")
     check_eta(eta)
     noise_sampler = noise_sampler or gaussian_noise(generator)
     timesteps = schedule.timesteps(steps).tolist()
@@ -170,7 +172,7 @@ def sample_pndm(
     (``skip_prk_steps=True``, the "PLMS" of latent diffusion) one Heun-like step that averages the eps at both
     ends, after which the method runs at order 2, 3 then 4. Steps target ``t - T // steps`` (diffusers' rule).
     """
-    check_run(schedule, steps, start_step)
+    check_run(schedule, steps, start_step, "pndm")
     timesteps = schedule.timesteps(steps).tolist()
     jump = schedule.num_train_timesteps // steps
     half = jump // 2
@@ -235,15 +237,16 @@ def sample_plms(
     )
 
 
-def lms_coefficients(sigmas: list[float], index: int, order: int) -> list[float]:
-    """Weights of the newest ``order`` derivatives for the step sigmas[index] -> sigmas[index + 1].
+def lms_coefficients(nodes: list[float], target: float) -> list[float]:
+    """Weights of the derivatives at ``nodes`` (newest first, distinct) for the step nodes[0] -> target.
 
-    Each weight is the integral over that interval of a Lagrange basis polynomial on the nodes
-    sigmas[index], sigmas[index - 1], ..., computed exactly (in a variable shifted to start at 0).
+    Each weight is the integral from nodes[0] to target of a Lagrange basis polynomial on the nodes, computed
+    exactly (in a variable shifted to start at 0).
     """
-    start = sigmas[index]
-    length = sigmas[index + 1] - start
-    nodes = [sigmas[index - j] - start for j in range(order)]
+    start = nodes[0]
+    length = target - start
+    shifted = [n - start for n in nodes]
+    order = len(nodes)
     weights = []
     for j in range(order):
         poly, denominator = [1.0], 1.0  # coefficients, lowest power first
@@ -251,10 +254,10 @@ def lms_coefficients(sigmas: list[float], index: int, order: int) -> list[float]
             if k == j:
                 continue
             poly = [
-                (poly[m - 1] if m > 0 else 0.0) - nodes[k] * (poly[m] if m < len(poly) else 0.0)
+                (poly[m - 1] if m > 0 else 0.0) - shifted[k] * (poly[m] if m < len(poly) else 0.0)
                 for m in range(len(poly) + 1)
             ]
-            denominator *= nodes[j] - nodes[k]
+            denominator *= shifted[j] - shifted[k]
         integral = sum(c * length ** (m + 1) / (m + 1) for m, c in enumerate(poly))
         weights.append(integral / denominator)
     return weights
@@ -273,20 +276,24 @@ def sample_lms(
     order: int = 4,
 ) -> Tensor:
     """Linear multistep in sigma space (Karras et al. 2022's "LMS"), order 4 by default, ramping up from 1."""
-    check_run(schedule, steps, start_step)
+    check_run(schedule, steps, start_step, "lms")
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be a positive integer, got {order!r}")
     grid = sigma_grid(schedule, steps)
     out_dtype, x = x.dtype, working_copy(x)
-    derivatives: list[Tensor] = []
+    history: list[tuple[float, Tensor]] = []  # (sigma, dx/dsigma = eps), oldest first, distinct sigmas
     for i in step_range(start_step, steps, progress, "LMS"):
         sigma = grid.sigmas[i]
         t = torch.tensor(grid.timesteps[i], dtype=torch.float32, device=x.device)
         x_in = x / (sigma**2 + 1) ** 0.5
         eps = to_eps(denoiser(x_in, t), x_in, 1 / (sigma**2 + 1), schedule.prediction_type).to(x.dtype)
-        derivatives = (derivatives + [eps])[-order:]  # dx/dsigma = eps
-        weights = lms_coefficients(grid.sigmas, i, len(derivatives))
-        x = x + sum(w * d for w, d in zip(weights, reversed(derivatives)))
+        # A sigma the grid repeats (the table's end, reached by "leading" timesteps past T - 1) replaces its
+        # older derivative rather than becoming a second, coincident interpolation node (diffusers: NaN).
+        history = [h for h in history if h[0] != sigma][-(order - 1) :] if order > 1 else []
+        history.append((sigma, eps))
+        nodes = [h[0] for h in reversed(history)]
+        weights = lms_coefficients(nodes, grid.sigmas[i + 1])
+        x = x + sum(w * h[1] for w, h in zip(weights, reversed(history)))
         x = after_step(callback, i, t, x)
     return x.to(out_dtype)
 
@@ -308,7 +315,7 @@ def sample_euler_ancestral(
 
     eta scales the re-injected noise (1 = diffusers' EulerAncestralDiscreteScheduler, 0 = plain Euler).
     """
-    check_run(schedule, steps, start_step)
+    check_run(schedule, steps, start_step, "euler_a")
     check_eta(eta)
     noise_sampler = noise_sampler or gaussian_noise(generator)
     grid = sigma_grid(schedule, steps)
@@ -354,7 +361,7 @@ def sample_dpmpp_2m(
     ("midpoint" or "heun"), and when the last step falls back to first order (always when it goes to sigma 0;
     with ``lower_order_final`` when steps < 15; always with ``euler_at_final``).
     """
-    check_run(schedule, steps, start_step)
+    check_run(schedule, steps, start_step, "dpmpp_2m", use_karras_sigmas=use_karras_sigmas)
     if solver_order not in (1, 2):
         raise ValueError(f"solver_order must be 1 or 2 for DPM-Solver++(2M), got {solver_order!r}")
     if solver_type not in SOLVER_TYPES:

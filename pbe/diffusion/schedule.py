@@ -13,7 +13,7 @@ import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import torch
 from torch import Tensor
@@ -185,7 +185,8 @@ class NoiseSchedule:
         """alphas_cumprod[timestep], or the final alpha for a negative timestep (DDIM/PNDM convention)."""
         return self.alpha_list[timestep] if timestep >= 0 else self.final_alpha_cumprod
 
-    def check_steps(self, steps: int) -> None:
+    def check_count(self, steps: int) -> None:
+        """steps is an integer in [1, num_train_timesteps] (what every grid needs; see check_steps)."""
         if (
             isinstance(steps, bool)
             or not isinstance(steps, int)
@@ -195,9 +196,60 @@ class NoiseSchedule:
                 f"steps must be an integer in [1, {self.num_train_timesteps}] (num_train_timesteps), got {steps!r}"
             )
 
+    def step_problem(self, steps: int, sampler: str | None = None, **options) -> str | None:
+        """Why a ``steps``-step run of ``sampler`` cannot run on this schedule, or None if it can.
+
+        ``steps`` must already pass ``check_count``. DDIM, PNDM/PLMS and DDIM inversion (``sampler`` None or
+        their names) index the alpha table at every timestep: with "leading" spacing a ``steps_offset`` > 0 can
+        push the first timestep, ``(steps - 1) * (T // steps) + steps_offset``, past T - 1 (diffusers raises
+        IndexError there). DPM-Solver++ ("dpmpp_2m") with "leading" spacing places ``steps + 1`` points
+        ``T // (steps + 1)`` apart, which needs steps < T, and its first timestep ``steps * (T // (steps + 1)) +
+        steps_offset`` must not pass T - 1; with ``use_karras_sigmas`` it uses no spacing. LMS and Euler
+        ancestral read sigmas by interpolation, clamped at the table's end as diffusers does: any count runs.
+        """
+        last = self.num_train_timesteps - 1
+        if sampler in ("lms", "euler_a") or self.timestep_spacing != "leading":
+            return None
+        if sampler == "dpmpp_2m":
+            if options.get("use_karras_sigmas"):
+                return None
+            ratio = self.num_train_timesteps // (steps + 1)
+            if ratio == 0:
+                return (
+                    f"DPM-Solver++ with 'leading' spacing places steps + 1 = {steps + 1} points "
+                    f"T // (steps + 1) apart on T = {self.num_train_timesteps} timesteps, which needs steps < T"
+                )
+            first = steps * ratio + self.steps_offset
+            rule = f"steps * (T // (steps + 1)) + steps_offset = {first}"
+        else:
+            first = (steps - 1) * (self.num_train_timesteps // steps) + self.steps_offset
+            rule = f"(steps - 1) * (T // steps) + steps_offset = {first}"
+        if first > last:
+            return f"its first timestep, {rule}, is past the last training timestep {last}"
+        return None
+
+    def allowed_steps(self, sampler: str | None = None, **options) -> list[int]:
+        """Every step count ``check_steps`` accepts for ``sampler`` on this schedule, in increasing order."""
+        return list(_allowed_steps(self, sampler, bool(options.get("use_karras_sigmas"))))
+
+    def check_steps(self, steps: int, sampler: str | None = None, **options) -> None:
+        """Raise ValueError unless a ``steps``-step run of ``sampler`` (None: DDIM/PNDM/PLMS, the strictest
+        of the table-indexing samplers) works on this schedule; the message says exactly which counts do.
+        ``options``: the sampler's keyword options (only ``use_karras_sigmas`` matters here)."""
+        self.check_count(steps)
+        problem = self.step_problem(steps, sampler, **options)
+        if problem is not None:
+            allowed = describe_ranges(self.allowed_steps(sampler, **options))
+            raise ValueError(
+                f"steps={steps} does not work for sampler {sampler or 'ddim/pndm/plms'} on this schedule "
+                f"(timestep_spacing='leading', steps_offset={self.steps_offset}): {problem}. "
+                f"Allowed steps here: {allowed}"
+            )
+
     def spaced_timesteps(self, steps: int) -> list[float]:
-        """The ``timestep_spacing`` rule's timesteps, largest first, as unrounded floats."""
-        self.check_steps(steps)
+        """The ``timestep_spacing`` rule's timesteps, largest first, as unrounded floats (as diffusers'
+        ``set_timesteps``; with "leading" spacing they may pass T - 1, see ``check_steps``)."""
+        self.check_count(steps)
         return TIMESTEP_SPACINGS[self.timestep_spacing](steps, self.num_train_timesteps, self.steps_offset)
 
     def timesteps(self, steps: int) -> Tensor:
@@ -220,7 +272,26 @@ class NoiseSchedule:
 
     def karras_sigmas(self, steps: int, rho: float = 7.0) -> list[float]:
         """Karras et al. (2022) sigmas from sigma_max down to sigma_min, uniform in sigma**(1/rho)."""
-        self.check_steps(steps)
+        self.check_count(steps)
         sigma_min, sigma_max = self.sigma_list[0], self.sigma_list[-1]
         lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
         return [(hi + r * (lo - hi)) ** rho for r in numpy_linspace(0.0, 1.0, steps)]
+
+
+@lru_cache(maxsize=64)
+def _allowed_steps(schedule: NoiseSchedule, sampler: str | None, use_karras_sigmas: bool) -> tuple[int, ...]:
+    options = {"use_karras_sigmas": use_karras_sigmas}
+    counts = range(1, schedule.num_train_timesteps + 1)
+    return tuple(n for n in counts if schedule.step_problem(n, sampler, **options) is None)
+
+
+def describe_ranges(values: list[int] | tuple[int, ...]) -> str:
+    """[1, 2, 3, 5, 7, 8] -> '1..3, 5, 7..8'."""
+    parts, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}..{values[j]}")
+        i = j + 1
+    return ", ".join(parts) or "none"

@@ -16,6 +16,24 @@ from pathlib import Path
 
 from pbe.diffusion.schedule import NoiseSchedule
 
+# The noise schedule every Paint-by-Example model is trained with, and the released model's own scheduler (PLMS,
+# i.e. diffusers' PNDM with skip_prk_steps). Defined once: the pipeline's default, the checkpoint writers and
+# training all use it. Copy before changing (`dict(PAINT_BY_EXAMPLE_SCHEDULER)`).
+PAINT_BY_EXAMPLE_SCHEDULER: dict = {
+    "_class_name": "PNDMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+}
+
 # diffusers class -> (sampler name, the class's own defaults for the settings read here)
 SCHEDULER_CLASSES: dict[str, tuple[str, dict]] = {
     "DDIMScheduler": (
@@ -138,16 +156,33 @@ def read_scheduler_config(path: str | PathLike) -> dict:
     path = Path(path)
     for candidate in (path, path / "scheduler_config.json", path / "scheduler" / "scheduler_config.json"):
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            try:
+                config = json.loads(candidate.read_bytes())
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{candidate}: not valid JSON ({e})") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"{candidate}: expected a JSON object, found a {type(config).__name__}")
+            return config
     raise ValueError(
         f"no scheduler_config.json at {path} (looked at the file, <path>/ and <path>/scheduler/)"
     )
 
 
 def from_scheduler_config(config: Mapping | str | PathLike) -> tuple[str, NoiseSchedule, dict]:
-    """``(sampler_name, schedule, options)`` for a diffusers scheduler config (a dict or a path)."""
-    if not isinstance(config, Mapping):
-        config = read_scheduler_config(config)
+    """``(sampler_name, schedule, options)`` for a diffusers scheduler config (a dict or a path).
+
+    ValueError for a config this cannot honour; read from a path, the message names the file."""
+    if isinstance(config, Mapping):
+        return _from_mapping(config)
+    path = Path(config)
+    config = read_scheduler_config(path)
+    try:
+        return _from_mapping(config)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _from_mapping(config: Mapping) -> tuple[str, NoiseSchedule, dict]:
     class_name = config.get("_class_name")
     if class_name not in SCHEDULER_CLASSES:
         raise ValueError(
@@ -172,7 +207,7 @@ def from_scheduler_config(config: Mapping | str | PathLike) -> tuple[str, NoiseS
     known = set(SCHEDULE_KEYS) | set(option_keys) | set(NEUTRAL_SETTINGS) | set(INERT_KEYS)
     unknown = sorted(set(settings) - known)
     if unknown:
-        warnings.warn(f"{class_name}: ignoring unknown settings {unknown}", stacklevel=2)
+        warnings.warn(f"{class_name}: ignoring unknown settings {unknown}", stacklevel=3)
 
     schedule = NoiseSchedule(**{k: settings[k] for k in SCHEDULE_KEYS if k in settings})
     options = {k: settings[k] for k in option_keys}
