@@ -46,8 +46,15 @@ class AugmentConfig:
     bezier_jitter: int = 5  # each outline coordinate moves by randint(-jitter, jitter)
     square_crop: bool = True  # random square window around the extended box; off: squash the whole image
     crop_shrink_ratio: float = 0.6  # the window shrinks by randint(0, int(ratio * smallest margin)) per side
+    # Where pbe deliberately departs from the original code (data/augment=original switches all three back):
+    antialias: bool = True  # antialiased resizes (the original: plain bilinear, cv2 INTER_LINEAR exemplar)
+    mask_style: str = "pbe"  # "original": its Bezier point de-duplication, unclamped polygon (data.masks)
+    crop_style: str = "pbe"  # "original": square images never cropped, fallback right_most <= left_most
 
     def __post_init__(self):
+        for name in ("mask_style", "crop_style"):
+            if getattr(self, name) not in ("pbe", "original"):
+                raise ValueError(f"{name} must be 'pbe' or 'original', got {getattr(self, name)!r}")
         for name in ("flip_p", "rotate_p", "blur_p", "elastic_p", "bezier_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -217,7 +224,7 @@ def clip_normalize(image: torch.Tensor) -> torch.Tensor:
 def augment_exemplar(crop: torch.Tensor, params: ExemplarParams, config: AugmentConfig) -> torch.Tensor:
     """uint8 (3, h, w) crop -> float (3, S, S) CLIP-normalised exemplar (resize, flip, rotate, blur, elastic)."""
     size = config.exemplar_size
-    image = TF.resize(crop, [size, size], antialias=True).float() / 255
+    image = TF.resize(crop, [size, size], antialias=config.antialias).float() / 255
     if params.flip:
         image = TF.horizontal_flip(image)
     if params.angle != 0.0:
@@ -227,3 +234,11 @@ def augment_exemplar(crop: torch.Tensor, params: ExemplarParams, config: Augment
     if params.elastic:
         image = warp_reflect(image, elastic_source(size, size, params, config))
     return clip_normalize(image.clamp(0, 1))
+
+
+def resize_image(image: torch.Tensor, size: int, antialias: bool = True) -> torch.Tensor:
+    """uint8 (3, h, w) -> float (3, size, size) in [-1, 1]. pbe: antialiased resize of the uint8 pixels; the
+    original (antialias=False): scale to [-1, 1] first, then plain bilinear (its T.Resize on the float tensor)."""
+    if antialias:
+        return TF.resize(image, [size, size], antialias=True).float() / 127.5 - 1
+    return TF.resize(image.float() / 127.5 - 1, [size, size], antialias=False)

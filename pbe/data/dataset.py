@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torchvision.transforms.v2 import functional as TF
 
-from pbe.data.augment import AugmentConfig, augment_exemplar, sample_exemplar_params
+from pbe.data.augment import AugmentConfig, augment_exemplar, resize_image, sample_exemplar_params
 from pbe.data.masks import bezier_outline, edit_mask, extend_box, pad_box, square_crop_window
 from pbe.data.sources import (
     CocoSource,
@@ -63,17 +63,24 @@ def make_sample(item: SourceImage, config: AugmentConfig, rngs: dict[str, np.ran
     outline = None
     if bezier:
         outline = bezier_outline(
-            box, extended, rngs["mask"], config.bezier_points, jitter=config.bezier_jitter
+            box,
+            extended,
+            rngs["mask"],
+            config.bezier_points,
+            jitter=config.bezier_jitter,
+            style=config.mask_style,
         )
-    keep = edit_mask(width, height, box, extended, outline)
+    keep = edit_mask(width, height, box, extended, outline, style=config.mask_style)
 
     window = None
     if config.square_crop:
-        window = square_crop_window(width, height, extended, rngs["crop"], config.crop_shrink_ratio)
+        window = square_crop_window(
+            width, height, extended, rngs["crop"], config.crop_shrink_ratio, style=config.crop_style
+        )
     wx0, wy0, wx1, wy1 = window if window is not None else (0, 0, width, height)
     size = config.image_size
-    target = TF.resize(image[:, wy0:wy1, wx0:wx1], [size, size], antialias=True).float() / 127.5 - 1
-    mask = TF.resize(keep[None, wy0:wy1, wx0:wx1], [size, size], antialias=True).clamp(0, 1)
+    target = resize_image(image[:, wy0:wy1, wx0:wx1], size, antialias=config.antialias)
+    mask = TF.resize(keep[None, wy0:wy1, wx0:wx1], [size, size], antialias=config.antialias).clamp(0, 1)
     scale = torch.tensor([size / (wx1 - wx0), size / (wy1 - wy0)] * 2)
     offset = torch.tensor([wx0, wy0] * 2, dtype=torch.float32)
 
