@@ -1,0 +1,6 @@
+"""The COCOEE benchmark: edit every item (one device or many, resumable) and score with the authors' metrics.
+
+python -m pbe.eval weights=PATH bench=BENCH out=outputs/eval/run metrics.clip.weights=CLIP ...
+python -m pbe.eval.metrics fid|qs|clip|fit-gmm|features|square-real|convert-gmm|random-clip ...
+python -m pbe.eval.make_synthetic_bench OUT
+"""
