@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # pip prints one harmless line per package about this machine's optional local indexes; keep the log readable.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d' 
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean train-small app
 
 venv: $(STAMP)
 
@@ -21,6 +21,14 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m pbe.demo
+
+# The small model, every stage on this CPU (about 15 min), then its weights replace pbe/assets/small.
+train-small: $(STAMP)
+	$(BIN)/python train.py experiment=small small.export=pbe/assets/small small.overwrite=true
+
+# The web app on http://127.0.0.1:7860 (MODEL=path for another checkpoint; ARGS="port=8000 host=0.0.0.0" etc.).
+app: $(STAMP)
+	$(BIN)/python -m pbe.app $(if $(MODEL),model=$(MODEL)) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
