@@ -1,9 +1,13 @@
-"""`make demo` until the editing pipeline lands: build the full-size model, count parameters, time one UNet forward.
+"""`make demo`: the small trained model edits synthetic scenes and four photos (outputs/demo/grid.png).
 
-    python -m pbe.demo [--latent-size 32] [--batch 1] [--dtype fp32|bf16] [--tiny]
+    python -m pbe.demo [--steps 25]
+    python -m pbe.demo --params [--latent-size 32] [--batch 1] [--dtype fp32|bf16] [--tiny]
+
+With --params (or --tiny): build the full-size Paint-by-Example model, count its parameters, time one UNet forward.
 
 Counts use the meta device (no memory). The timed forward builds a real UNet with random weights on the CPU
 (or the GPU when one is present): random weights, so the output is noise; the point is shape and speed.
+To edit a photo with trained weights, use `python sample.py --help` or `pbe.PaintByExamplePipeline`.
 """
 
 from __future__ import annotations
@@ -32,14 +36,37 @@ def tiny_config() -> PaintByExampleConfig:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m pbe.demo", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--latent-size", type=int, default=32, help="latent height and width (image size / 8)"
+    parser = argparse.ArgumentParser(
+        prog="python -m pbe.demo",
+        description="Edit synthetic scenes and four photos with the small model trained here (default), or with "
+        "--params build the full-size Paint-by-Example model (SD v1 UNet, KL autoencoder, CLIP ViT-L/14 exemplar "
+        "encoder), print each part's parameter count and time one forward pass of a UNet with random weights.",
+        epilog="To edit a photo with trained weights: python sample.py --help, or pbe.PaintByExamplePipeline.",
     )
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    parser.add_argument("--tiny", action="store_true", help="use the tiny test configuration")
+    parser.add_argument(
+        "--latent-size", type=int, default=32, help="latent height and width (image size / 8; default 32)"
+    )
+    parser.add_argument("--batch", type=int, default=1, help="batch size of the timed forward (default 1)")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="fp32", help="weights and inputs (default fp32)"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="use the tiny test configuration (implies --params)"
+    )
+    parser.add_argument(
+        "--params",
+        action="store_true",
+        help="parameter counts and the timed forward only; without it (and without --tiny) the small trained "
+        "model edits synthetic scenes and four photos into outputs/demo/grid.png",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=25, help="sampling steps of the editing demo (default 25)"
+    )
     args = parser.parse_args(argv)
+    if not (args.params or args.tiny):
+        from pbe.small.demo_edits import run_demo  # the small model trained here (pbe/assets/small)
+
+        return run_demo(steps=args.steps)
     if args.latent_size < 1 or args.batch < 1:
         parser.error("--latent-size and --batch must be positive")
 

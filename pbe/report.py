@@ -1,0 +1,87 @@
+"""Reports on trained models.
+
+    python -m pbe.report small [--model DIR] [--edits 200] [--out docs/small_model]
+    python -m pbe.report ablation --model small=DIR --model small_no_bottleneck=DIR ... [--out docs/small_model]
+
+`small`: scores the small model (default: the committed one, `pbe.assets.small_model_path()`) on held-out synthetic
+edits and writes small_report.md / .json and small_edits.png. `ablation`: the same edits for several models, a
+table (ablation.md / .json) and figures with one column per model (ablation_edits.png, ablation_copy_paste.png).
+What each number means: `pbe.small.evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pbe.small.evaluate import GenerationSettings
+
+
+def parse_models(items: list[str]) -> dict[str, str]:
+    models = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--model {item!r}: expected NAME=DIR")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--model {name}: not found: {path}")
+        models[name] = path
+    return models
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m pbe.report", description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["small", "ablation"])
+    parser.add_argument(
+        "--model", action="append", default=[], help="small: DIR; ablation: NAME=DIR (repeat)"
+    )
+    parser.add_argument("--edits", type=int, default=200, help="held-out edits (default 200)")
+    parser.add_argument(
+        "--copy-edits", type=int, default=100, help="same-class edits for copy-paste (default 100)"
+    )
+    parser.add_argument(
+        "--mask-scenes", type=int, default=50, help="scenes for generate_mask IoU (default 50)"
+    )
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="docs/small_model", help="output folder (default docs/small_model)")
+    args = parser.parse_args(argv)
+    if args.edits < 1 or args.copy_edits < 1 or args.steps < 1 or args.mask_scenes < 0:
+        parser.error("--edits, --copy-edits and --steps must be >= 1, --mask-scenes >= 0")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    settings = GenerationSettings(steps=args.steps, guidance=args.guidance, seed=args.seed)
+    out = Path(args.out)
+    try:
+        if args.what == "small":
+            from pbe.assets import small_model_path
+            from pbe.small.report import run_small_report, small_table
+
+            if len(args.model) > 1:
+                raise ValueError("small: give at most one --model DIR")
+            model = args.model[0] if args.model else small_model_path()
+            if not Path(model).exists():
+                raise FileNotFoundError(f"--model: not found: {model}")
+            scores = run_small_report(model, out, args.edits, args.copy_edits, settings, args.mask_scenes)
+            print(small_table(scores))
+        else:
+            from pbe.small.report import ablation_table, run_ablation_report
+
+            models = parse_models(args.model)
+            if not models:
+                raise ValueError("ablation: give the models as --model NAME=DIR (at least one)")
+            scores = run_ablation_report(models, out, args.edits, args.copy_edits, settings)
+            print(f"shape classifier accuracy on real crops: {scores['classifier_accuracy']:.3f}")
+            print(ablation_table(scores["models"]))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"written to {out}/")
+    return scores
+
+
+if __name__ == "__main__":
+    main()

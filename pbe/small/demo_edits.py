@@ -1,0 +1,155 @@
+"""The small model's demo: edit bundled synthetic scenes and four real photos, write one grid.
+
+The photos are scikit-image's astronaut, coffee, chelsea and rocket (a dev extra), downscaled so that their short side
+is 128 px: the small model was trained on 64x64 scenes, and its objects are 16-32 px wide. Their masks (white =
+repaint) and exemplars (objects cropped from synthetic scenes) are committed in `pbe/assets/demo/`;
+`make_demo_assets` wrote them and documents where each edit goes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from pbe.assets import backgrounds_dir, demo_dir
+from pbe.data.synthetic import SyntheticSource
+from pbe.small.scenes import exemplar_crop, held_out_edits, render_scene
+
+SHORT_SIDE = 128
+# photo -> (mask box in the downscaled photo, exemplar: (colour, shape)); the box is where the new object goes
+PHOTO_EDITS = {
+    "astronaut": ((29, 83, 57, 111), ("yellow", "star")),  # the round mission patch
+    "coffee": ((148, 6, 182, 40), ("cyan", "circle")),  # on the wooden table
+    "chelsea": ((54, 33, 90, 67), ("blue", "circle")),  # the cat's left eye
+    "rocket": ((28, 8, 58, 38), ("white", "circle")),  # a moon in the evening sky
+}
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A scikit-image photo, downscaled (Lanczos) to a short side of 128 px, sides multiples of 16."""
+    try:
+        import skimage.data
+    except ImportError as e:
+        raise ImportError(
+            "the photo demo needs scikit-image (pip install -e '.[dev]', which `make demo` does)"
+        ) from e
+    image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    scale = SHORT_SIDE / min(image.size)
+    size = tuple(round(s * scale / 16) * 16 for s in image.size)
+    return np.asarray(image.resize(size, Image.LANCZOS))
+
+
+def synthetic_exemplar(colour: str, shape: str, seed: int = 9_000) -> np.ndarray:
+    """An object of the given colour and shape cropped from a synthetic scene (textured background)."""
+    source = SyntheticSource(
+        num_scenes=1, seed=seed, min_size=64, max_size=64, min_shapes=1, max_shapes=1,
+        min_shape_frac=0.45, max_shape_frac=0.5, shapes=[shape], colours=[colour],
+    )  # fmt: skip
+    scene = render_scene(source, 0)
+    return exemplar_crop(scene, scene.objects[0])
+
+
+def make_demo_assets(folder: Path | None = None) -> list[Path]:
+    """Write `<name>_mask.png` and `<name>_exemplar.png` for every photo of PHOTO_EDITS."""
+    folder = Path(folder or demo_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (box, (colour, shape)) in PHOTO_EDITS.items():
+        photo = load_photo(name)
+        mask = Image.new("L", (photo.shape[1], photo.shape[0]), 0)
+        ImageDraw.Draw(mask).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=255)
+        mask.save(folder / f"{name}_mask.png")
+        Image.fromarray(synthetic_exemplar(colour, shape)).save(folder / f"{name}_exemplar.png")
+        written += [folder / f"{name}_mask.png", folder / f"{name}_exemplar.png"]
+    return written
+
+
+def demo_items(synthetic: int = 4) -> list[dict]:
+    """The demo's edits: `synthetic` held-out synthetic scenes, then the four photos (skipped without skimage)."""
+    items = []
+    for edit in held_out_edits(synthetic, backgrounds=str(backgrounds_dir()), seed=5):
+        items.append({"name": "synthetic", "image": edit.image, "mask": edit.mask, "exemplar": edit.exemplar})
+    folder = demo_dir()
+    for name in PHOTO_EDITS:
+        try:
+            photo = load_photo(name)
+        except ImportError as e:
+            print(f"skipping the photos: {e}")
+            break
+        mask = np.asarray(Image.open(folder / f"{name}_mask.png").convert("L"))
+        exemplar = np.asarray(Image.open(folder / f"{name}_exemplar.png").convert("RGB"))
+        items.append({"name": name, "image": photo, "mask": mask, "exemplar": exemplar})
+    return items
+
+
+def grid(rows: list[list[np.ndarray]], labels: list[str], height: int = 128) -> Image.Image:
+    """One row per edit: source | mask | exemplar | result, each scaled to `height` px high."""
+    header = 14
+    tiles = [
+        [Image.fromarray(t if t.ndim == 3 else np.repeat(t[..., None], 3, 2)) for t in row] for row in rows
+    ]
+    widths = [
+        max(round(row[j].width * height / row[j].height) for row in tiles) for j in range(len(tiles[0]))
+    ]
+    sheet = Image.new("RGB", (sum(widths), header + height * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for j, label in enumerate(labels):
+        draw.text((x + 3, 1), label, fill="black")
+        x += widths[j]
+    for i, row in enumerate(tiles):
+        x = 0
+        for j, tile in enumerate(row):
+            w = round(tile.width * height / tile.height)
+            resample = Image.NEAREST if tile.height < height else Image.LANCZOS
+            sheet.paste(tile.resize((w, height), resample), (x, header + i * height))
+            x += widths[j]
+    return sheet
+
+
+def run_demo(model=None, out: str | Path = "outputs/demo/grid.png", steps: int = 25, seed: int = 0) -> dict:
+    """Edit every demo item with the small model (or `model`, any checkpoint path) and write the grid.
+
+    The synthetic scenes share one size and go through the pipeline as one batch; each photo is its own call."""
+    from pbe.assets import small_model_path
+    from pbe.pipeline import PaintByExamplePipeline
+
+    start = time.perf_counter()
+    pipe = PaintByExamplePipeline.from_pretrained(model or small_model_path(), torch_dtype=torch.float32)
+    items = demo_items()
+    groups: dict[tuple, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item["image"].shape, []).append(i)
+    results: dict[int, np.ndarray] = {}
+    for k, indices in enumerate(groups.values()):
+        images = pipe(
+            image=[items[i]["image"] for i in indices],
+            mask_image=[items[i]["mask"] for i in indices],
+            example_image=[items[i]["exemplar"] for i in indices],
+            num_inference_steps=steps,
+            guidance_scale=5.0,
+            generator=torch.Generator().manual_seed(seed + k),
+            paste_back=True,
+            output_type="np",
+            progress=False,
+        ).images
+        for i, image in zip(indices, images):
+            results[i] = (image * 255).round().astype(np.uint8)
+        names = sorted({items[i]["name"] for i in indices})
+        print(
+            f"  edited {len(indices)} x {', '.join(names)} ({items[indices[0]]['image'].shape[1]}x"
+            f"{items[indices[0]]['image'].shape[0]})"
+        )
+    rows = [[item["image"], item["mask"], item["exemplar"], results[i]] for i, item in enumerate(items)]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    grid(rows, ["source", "mask", "exemplar", "result (paste-back)"]).save(tmp)
+    tmp.replace(out)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {out} ({len(rows)} edits, {steps} steps each) in {elapsed:.1f} s")
+    return {"grid": out, "edits": len(rows), "seconds": elapsed}

@@ -1,0 +1,204 @@
+"""The small model's report: every score of `pbe.small.evaluate` on the same held-out edits, as a markdown table
+(and JSON), plus a figure of the same edits across models. `python -m pbe.report small|ablation` calls this."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from pbe.assets import backgrounds_dir
+from pbe.small.evaluate import (
+    GenerationSettings,
+    background_change,
+    colour_errors,
+    generate,
+    load_pipeline,
+    mask_iou,
+    other_exemplars,
+    shape_accuracy,
+    similarity_to_exemplar,
+)
+from pbe.small.scenes import Edit, held_out_edits
+from pbe.small.shape_classifier import cached_shape_classifier
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    classifier,
+    edits: list[Edit],
+    copy_edits: list[Edit],
+    settings: GenerationSettings,
+    mask_scenes: int = 50,
+    full: bool = True,
+) -> tuple[dict, np.ndarray]:
+    """All scores of one model; returns (scores, results of the exemplar-conditioned edits)."""
+    start = time.perf_counter()
+    pipe = load_pipeline(model_dir)
+    results = generate(pipe, edits, settings=settings, desc="exemplar")
+    uncond = generate(load_pipeline(model_dir, unconditional=True), edits, settings=settings, desc="uncond")
+    copies = generate(pipe, copy_edits, settings=settings, desc="same-class")
+    scores = {
+        "edits": len(edits),
+        "colour_error_exemplar": float(colour_errors(results, edits).mean()),
+        "colour_error_uncond": float(colour_errors(uncond, edits).mean()),
+        "shape_accuracy": shape_accuracy(classifier, results, edits),
+        "shape_accuracy_uncond": shape_accuracy(classifier, uncond, edits),
+        "background_change": background_change(results, edits),
+        "copy_edits": len(copy_edits),
+        "copy_similarity": similarity_to_exemplar(copies, copy_edits),
+        "copy_similarity_source": similarity_to_exemplar([e.image for e in copy_edits], copy_edits),
+    }
+    scores["colour_ratio"] = scores["colour_error_exemplar"] / scores["colour_error_uncond"]
+    if full:
+        others, _ = other_exemplars(edits)
+        other = generate(pipe, edits, exemplars=others, settings=settings, desc="other exemplar")
+        scores["colour_error_other"] = float(colour_errors(other, edits).mean())
+        scores["background_change_vae"] = vae_floor(pipe, edits)
+        if mask_scenes:
+            scores.update(
+                {f"mask_{k}": v for k, v in mask_iou(pipe, mask_scenes, str(backgrounds_dir())).items()}
+            )
+    scores["seconds"] = time.perf_counter() - start
+    return scores, results
+
+
+@torch.no_grad()
+def vae_floor(pipe, edits: list[Edit]) -> float:
+    """Background change of the autoencoder round trip alone (what no edit can go below without paste-back)."""
+    images = torch.stack([torch.from_numpy(e.image).permute(2, 0, 1).float() / 127.5 - 1 for e in edits])
+    vae = pipe.model.vae
+    decoded = torch.cat([vae.decode(vae.encode(chunk).mode()) for chunk in images.split(100)])
+    recon = ((decoded / 2 + 0.5).clamp(0, 1)).permute(0, 2, 3, 1).numpy()
+    return background_change(recon, edits)
+
+
+CLASSIFIER_CACHE = Path("outputs/cache/shape_classifier.pt")
+
+
+def shape_classifier():
+    """The judge of shapes (trained once, about a minute; cached in outputs/cache/)."""
+    return cached_shape_classifier(CLASSIFIER_CACHE, backgrounds=str(backgrounds_dir()))
+
+
+def held_out_sets(count: int, copy_count: int) -> tuple[list[Edit], list[Edit]]:
+    backgrounds = str(backgrounds_dir())
+    return (
+        held_out_edits(count, backgrounds=backgrounds),
+        held_out_edits(copy_count, backgrounds=backgrounds, same_class=True),
+    )
+
+
+def to_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return Image.fromarray(array)
+
+
+def edits_figure(edits: list[Edit], columns: dict[str, np.ndarray], path: Path, scale: int = 2) -> Path:
+    """Rows = edits; columns = source | mask | exemplar | one result per model (no paste-back)."""
+    size = edits[0].image.shape[0] * scale
+    names = ["source", "mask", "exemplar", *columns]
+    header = 14
+    sheet = Image.new("RGB", (size * len(names), header + size * len(edits)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(names):
+        draw.text((j * size + 2, 1), name[: size // 6], fill="black")
+    for i, edit in enumerate(edits):
+        tiles = [edit.image, edit.mask, edit.exemplar] + [results[i] for results in columns.values()]
+        for j, tile in enumerate(tiles):
+            sheet.paste(to_image(tile).resize((size, size), Image.NEAREST), (j * size, header + i * size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+SMALL_ROWS = [
+    ("colour error, exemplar (RGB distance, lower is better)", "colour_error_exemplar", "{:.1f}"),
+    ("colour error, unconditional vector", "colour_error_uncond", "{:.1f}"),
+    ("colour error, a random other exemplar", "colour_error_other", "{:.1f}"),
+    ("exemplar / unconditional colour error (target <= 0.33)", "colour_ratio", "{:.2f}"),
+    ("shape accuracy, exemplar (chance 0.167, target >= 0.333)", "shape_accuracy", "{:.3f}"),
+    ("shape accuracy, unconditional vector", "shape_accuracy_uncond", "{:.3f}"),
+    ("shape classifier's own accuracy on real crops", "classifier_accuracy", "{:.3f}"),
+    ("background change outside the mask, no paste-back (0-255)", "background_change", "{:.2f}"),
+    ("  the same for the autoencoder round trip alone", "background_change_vae", "{:.2f}"),
+    ("copy-paste similarity to the exemplar crop (same-class edits)", "copy_similarity", "{:.3f}"),
+    ("  the same for the untouched source (another instance)", "copy_similarity_source", "{:.3f}"),
+    ("generate_mask mean IoU with the object (target >= 0.5)", "mask_iou_object", "{:.3f}"),
+    ("generate_mask mean IoU with the object's box", "mask_iou_box", "{:.3f}"),
+]
+
+
+def small_table(scores: dict) -> str:
+    lines = ["| metric | value |", "| --- | --- |"]
+    for label, key, fmt in SMALL_ROWS:
+        if key in scores:
+            lines.append(f"| {label} | {fmt.format(scores[key])} |")
+    return "\n".join(lines)
+
+
+ABLATION_COLUMNS = [
+    ("colour error (exemplar)", "colour_error_exemplar", "{:.1f}"),
+    ("colour error (uncond)", "colour_error_uncond", "{:.1f}"),
+    ("ratio", "colour_ratio", "{:.2f}"),
+    ("shape acc.", "shape_accuracy", "{:.3f}"),
+    ("copy-paste sim.", "copy_similarity", "{:.3f}"),
+    ("bg change", "background_change", "{:.2f}"),
+]
+
+
+def ablation_table(all_scores: dict[str, dict]) -> str:
+    lines = [
+        "| model | " + " | ".join(c[0] for c in ABLATION_COLUMNS) + " |",
+        "| --- |" + " --- |" * len(ABLATION_COLUMNS),
+    ]
+    for name, scores in all_scores.items():
+        cells = [fmt.format(scores[key]) if key in scores else "-" for _, key, fmt in ABLATION_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_small_report(
+    model_dir, out_dir: Path, count: int, copy_count: int, settings: GenerationSettings, mask_scenes: int = 50
+) -> dict:
+    classifier, classifier_accuracy = shape_classifier()
+    edits, copy_edits = held_out_sets(count, copy_count)
+    scores, results = evaluate_model(model_dir, classifier, edits, copy_edits, settings, mask_scenes)
+    scores["classifier_accuracy"] = classifier_accuracy
+    scores["settings"] = asdict(settings)
+    scores["model"] = str(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "small_report.json").write_text(json.dumps(scores, indent=2) + "\n")
+    (out_dir / "small_report.md").write_text(small_table(scores) + "\n")
+    edits_figure(edits[:8], {"result": results[:8]}, out_dir / "small_edits.png")
+    return scores
+
+
+def run_ablation_report(
+    models: dict[str, str], out_dir: Path, count: int, copy_count: int, settings: GenerationSettings
+) -> dict:
+    classifier, classifier_accuracy = shape_classifier()
+    edits, copy_edits = held_out_sets(count, copy_count)
+    all_scores, columns, copy_columns = {}, {}, {}
+    for name, model_dir in models.items():
+        scores, results = evaluate_model(model_dir, classifier, edits, copy_edits, settings, full=False)
+        scores["model"] = str(model_dir)
+        all_scores[name], columns[name] = scores, results[:8]
+        copy_columns[name] = generate(
+            load_pipeline(model_dir), copy_edits[:8], settings=settings, desc="figure"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"classifier_accuracy": classifier_accuracy, "settings": asdict(settings), "models": all_scores}
+    (out_dir / "ablation.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out_dir / "ablation.md").write_text(ablation_table(all_scores) + "\n")
+    edits_figure(edits[:8], columns, out_dir / "ablation_edits.png")
+    edits_figure(copy_edits[:8], copy_columns, out_dir / "ablation_copy_paste.png")
+    return payload
