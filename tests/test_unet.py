@@ -72,18 +72,37 @@ def make_pair(name: str):
     return ref, ours
 
 
+@pytest.mark.parametrize("tokens", [1, 3])  # 1: Paint by Example's context (the single-token shortcut)
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_unet_matches_diffusers(name):
+def test_unet_matches_diffusers(name, tokens):
     ref, ours = make_pair(name)
     cfg = CONFIGS[name][1]
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 9, 8, 12, generator=g)
     t = torch.tensor([10, 999])
-    context = torch.randn(2, 3, cfg.context_dim, generator=g)
+    context = torch.randn(2, tokens, cfg.context_dim, generator=g)
     with torch.no_grad():
         expected = ref(x, t, encoder_hidden_states=context).sample
         got = ours(x, t, context)
     assert got.shape == (2, 4, 8, 12)
+    assert max_abs(got, expected) <= 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_prepared_guidance_call_matches_diffusers(name):
+    """The pipeline's call: UNet.prepare(cond, [uncond; exemplar]) once, then unet(x, t, prepared=...) with one copy
+    of the latent (shared prefix, precomputed conv_in share and cross-attention outputs)."""
+    ref, ours = make_pair(name)
+    cfg = CONFIGS[name][1]
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 4, 8, 12, generator=g)
+    cond = torch.randn(1, 5, 8, 12, generator=g).repeat(2, 1, 1, 1)
+    context = torch.randn(2, 1, cfg.context_dim, generator=g)
+    with torch.no_grad():
+        expected = ref(
+            torch.cat([x.repeat(2, 1, 1, 1), cond], dim=1), 500, encoder_hidden_states=context
+        ).sample
+        got = ours(x, 500, prepared=ours.prepare(cond, context))
     assert max_abs(got, expected) <= 1e-5
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pbe.models.attention import TransformerBlock
+from pbe.models.attention import SPEEDUPS, TransformerBlock
 
 
 @dataclass
@@ -108,7 +108,16 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = nn.Linear(dim, dim) if linear else nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None,
+        cross: list[torch.Tensor] | None = None,
+        expand: int = 1,
+    ) -> torch.Tensor:
+        """`cross`: per block, its precomputed cross-attention output (UNet.prepare). `expand` > 1: x holds the
+        rows shared by `expand` stacked copies of the batch; they are repeated after the first self-attention,
+        the last computation that does not depend on the context."""
         b, c, hgt, wid = x.shape
         h = self.norm(x)
         if not self.linear:
@@ -116,14 +125,15 @@ class SpatialTransformer(nn.Module):
         h = h.permute(0, 2, 3, 1).reshape(b, hgt * wid, c)
         if self.linear:
             h = self.proj_in(h)
-        for block in self.blocks:
-            h = block(h, context)
+        for i, block in enumerate(self.blocks):
+            h = block(h, context, None if cross is None else cross[i], expand if i == 0 else 1)
+        b = h.shape[0]
         if self.linear:
             h = self.proj_out(h)
         h = h.reshape(b, hgt, wid, c).permute(0, 3, 1, 2)
         if not self.linear:
             h = self.proj_out(h)
-        return x + h
+        return (x if expand == 1 else x.repeat(expand, 1, 1, 1)) + h
 
 
 class Downsample(nn.Module):
@@ -139,13 +149,43 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+# Nearest 2x upsampling then a 3x3 conv (padding 1) is, for each of the four output phases (row parity a, column
+# parity b), a 2x2 conv of the low-resolution input: along rows, phase 0 sees x[i-1] with w0 and x[i] with w1 + w2,
+# phase 1 sees x[i] with w0 + w1 and x[i+1] with w2 (zero padding matches). PHASE_TAPS[a] maps the 3 taps to the 2.
+PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """(C_out, C_in, 3, 3) -> (4 * C_out, C_in, 2, 2): the 2x2 kernels of phases (0,0), (0,1), (1,0), (1,1)."""
+    taps = PHASE_TAPS.to(weight.device, torch.float32)
+    k = torch.einsum("aik,ockl,bjl->abocij", taps, weight.float(), taps)
+    return k.reshape(4 * weight.shape[0], weight.shape[1], 2, 2).to(weight.dtype)
+
+
 class Upsample(nn.Module):
+    """Nearest 2x upsampling and a 3x3 conv. With `SPEEDUPS.subpixel_upsample` (default) the conv runs as four 2x2
+    convs on the low-resolution input (one conv with 4x the output channels), 32 instead of 72 multiply-adds per
+    input-output channel pair and low-resolution pixel, and the phases are interleaved: the same result up to float
+    rounding (the taps are summed first)."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if not SPEEDUPS.subpixel_upsample:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        b, c, h, w = x.shape
+        bias = None if self.conv.bias is None else self.conv.bias.repeat(4)
+        # the phase kernels are rebuilt per call (a few ms): cached, they would add 16/9 of the conv's weight memory
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels(self.conv.weight), bias)  # (B, 4 C, h + 1, w + 1)
+        out = x.new_empty(b, self.conv.out_channels, 2 * h, 2 * w)
+        n = self.conv.out_channels
+        for a in (0, 1):
+            for col in (0, 1):
+                phase = 2 * a + col
+                out[:, :, a::2, col::2] = y[:, phase * n : (phase + 1) * n, a : a + h, col : col + w]
+        return out
 
 
 class Level(nn.Module):
@@ -220,46 +260,168 @@ class UNet(nn.Module):
                 f"multiples of {f} (the UNet downsamples {len(cfg.channels) - 1} times)"
             )
 
-    def _run(self, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    def _run(self, module: nn.Module, *args) -> torch.Tensor:
         if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
-        """x: (B, in_channels, H, W); t: training timesteps, scalar or (B,); context: (B, tokens, context_dim)."""
-        self.check_input(x)
-        if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[2] != self.config.context_dim:
+    def transformers(self) -> list[SpatialTransformer]:
+        """The spatial transformers in the order forward runs them."""
+        levels = [*self.down, self.mid, *self.up]
+        return [attn for level in levels if level.attn is not None for attn in level.attn]
+
+    def prepare(self, cond: torch.Tensor, context: torch.Tensor) -> Prepared:
+        """Per-edit constants for `forward(x, t, prepared=...)`, where x then holds only the noisy latent.
+
+        cond: the input channels that stay fixed over sampling (masked-image latent and mask: (B, 5, H, W)), the
+        trailing channels of the UNet input; context: (B, tokens, context_dim). Exact up to float rounding, each
+        part behind its `SPEEDUPS` switch: conv_in's response to cond (plus bias) is computed once
+        (`precomputed_conditioning`); with a one-token context, each transformer block's cross-attention output,
+        which is the same at every position and every step, is computed once (`precomputed_conditioning` and
+        `single_token_attention`; for classifier-free guidance this covers the unconditional vector's share too).
+        When the batch is two stacked copies of the same rows (cond = cat([c, c]), as under guidance), forward
+        also takes x for one copy and runs everything before the first cross-attention once for both
+        (`shared_guidance_prefix`; the copies must have equal timesteps)."""
+        cfg = self.config
+        f = cfg.downsample_factor
+        constant = cond.shape[1] if cond.ndim == 4 else 0
+        if cond.ndim != 4 or not 0 < constant < cfg.in_channels or cond.shape[2] % f or cond.shape[3] % f:
             raise ValueError(
-                f"context has shape {tuple(context.shape)}; expected ({x.shape[0]}, tokens, {self.config.context_dim})"
+                f"prepare: cond has shape {tuple(cond.shape)}; expected (B, c, H, W) with 0 < c < "
+                f"{cfg.in_channels} and H, W multiples of {f}"
             )
+        if context.ndim != 3 or context.shape[0] != cond.shape[0] or context.shape[2] != cfg.context_dim:
+            raise ValueError(
+                f"prepare: context has shape {tuple(context.shape)}; expected ({cond.shape[0]}, tokens, "
+                f"{cfg.context_dim})"
+            )
+        b = cond.shape[0]
+        copies = 2 if b % 2 == 0 and torch.equal(cond[: b // 2], cond[b // 2 :]) else 1
+        cond = cond[: b // copies]
+        conv_in_cond = cross = None
+        if SPEEDUPS.precomputed_conditioning:
+            # in float32 whatever the model's dtype: the sum with the latent's share is rounded once, as in conv_in
+            conv = self.conv_in
+            weight = conv.weight[:, cfg.in_channels - cond.shape[1] :].float()
+            conv_in_cond = F.conv2d(cond.float(), weight, conv.bias.float(), conv.stride, conv.padding)
+            if SPEEDUPS.single_token_attention and context.shape[1] == 1:
+                cross = {
+                    st: [block.cross_output(context) for block in st.blocks] for st in self.transformers()
+                }
+        return Prepared(cond, context, copies, conv_in_cond, cross)
+
+    def _prepared_input(self, x: torch.Tensor, t: torch.Tensor, p: Prepared) -> torch.Tensor:
+        """conv_in's output for the noisy latent x and the prepared constant channels; the batch stays x's."""
+        n_var = self.config.in_channels - p.cond.shape[1]
+        good_rows = x.ndim == 4 and x.shape[0] in (p.batch, p.cond.shape[0])
+        if not good_rows or x.shape[1] != n_var or x.shape[2:] != p.cond.shape[2:]:
+            rows_ = f"{p.batch}" if p.copies == 1 else f"{p.batch} or {p.cond.shape[0]} (one copy)"
+            raise ValueError(
+                f"UNet input x has shape {tuple(x.shape)}; with prepared conditioning expected "
+                f"({rows_}, {n_var}, {p.cond.shape[2]}, {p.cond.shape[3]})"
+            )
+        if x.shape[0] < p.batch:
+            same_t = bool((t.reshape(p.copies, -1) == t[: x.shape[0]]).all())
+            if not (SPEEDUPS.shared_guidance_prefix and same_t):
+                x = x.repeat(p.copies, 1, 1, 1)
+        if p.conv_in_cond is None:
+            return self.conv_in(torch.cat([x, rows(p.cond, x.shape[0])], dim=1))
+        conv = self.conv_in
+        h = F.conv2d(x.float(), conv.weight[:, :n_var].float(), None, conv.stride, conv.padding)
+        return (h + rows(p.conv_in_cond, x.shape[0])).to(x.dtype)
+
+    def _attention(self, st: SpatialTransformer, h, context, prepared: Prepared | None, batch: int):
+        cross = prepared.cross[st] if prepared is not None and prepared.cross is not None else None
+        expand = batch // h.shape[0]
+        if cross is None and expand == 1:
+            return self._run(st, h, context)
+        return self._run(st, h, context, cross, expand)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        context: torch.Tensor | None = None,
+        prepared: Prepared | None = None,
+    ) -> torch.Tensor:
+        """x: (B, in_channels, H, W); t: training timesteps, scalar or (B,); context: (B, tokens, context_dim).
+
+        With `prepared` (from `prepare(cond, context)`): x is only the noisy latent, (B, in_channels - c, H, W), or
+        one copy of it when the prepared batch is stacked copies; the context is the prepared one."""
+        if prepared is None:
+            self.check_input(x)
+            if context is None or (
+                context.ndim != 3
+                or context.shape[0] != x.shape[0]
+                or context.shape[2] != self.config.context_dim
+            ):
+                shape = None if context is None else tuple(context.shape)
+                raise ValueError(
+                    f"context has shape {shape}; expected ({x.shape[0]}, tokens, {self.config.context_dim})"
+                )
+            batch = x.shape[0]
+        else:
+            context, batch = prepared.context, prepared.batch
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t[None]
-        t = t.expand(x.shape[0])
+        t = t.expand(batch)
         emb = self.time_embed(timestep_embedding(t, self.config.channels[0]).to(x.dtype))
 
-        h = self.conv_in(x)
+        if prepared is not None:
+            h = self._prepared_input(x, t, prepared)
+        elif SPEEDUPS.shared_guidance_prefix and batch % 2 == 0 and stacked_copies(x, t):
+            h = self.conv_in(x[: batch // 2])  # run until the first cross-attention once for both halves
+        else:
+            h = self.conv_in(x)
         skips = [h]
         for level in self.down:
             for j, res in enumerate(level.res):
-                h = self._run(res, h, emb)
+                h = self._run(res, h, emb[: h.shape[0]])
                 if level.attn is not None:
-                    h = self._run(level.attn[j], h, context)
+                    h = self._attention(level.attn[j], h, context, prepared, batch)
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
 
-        h = self._run(self.mid.res[0], h, emb)
-        h = self._run(self.mid.attn[0], h, context)
+        h = self._run(self.mid.res[0], h, emb[: h.shape[0]])
+        h = self._attention(self.mid.attn[0], h, context, prepared, batch)
         h = self._run(self.mid.res[1], h, emb)
 
         for level in self.up:
             for j, res in enumerate(level.res):
-                h = self._run(res, torch.cat([h, skips.pop()], dim=1), emb)
+                h = self._run(res, torch.cat([h, rows(skips.pop(), batch)], dim=1), emb)
                 if level.attn is not None:
-                    h = self._run(level.attn[j], h, context)
+                    h = self._attention(level.attn[j], h, context, prepared, batch)
             if level.resample is not None:
                 h = level.resample(h)
 
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def stacked_copies(x: torch.Tensor, t: torch.Tensor) -> bool:
+    """Whether the batch is two stacked copies of the same inputs and timesteps ([x; x]: the guidance batch, whose
+    halves differ only in the context)."""
+    half = x.shape[0] // 2
+    return torch.equal(t[:half], t[half:]) and torch.equal(x[:half], x[half:])
+
+
+def rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """t (whose rows are one copy of a batch of n) repeated to n rows, as torch.cat([t] * copies)."""
+    return t if t.shape[0] == n else t.repeat(n // t.shape[0], *([1] * (t.ndim - 1)))
+
+
+@dataclass
+class Prepared:
+    """Per-edit constants for UNet.forward, from UNet.prepare."""
+
+    cond: torch.Tensor  # the constant input channels, one copy: (B / copies, c, H, W)
+    context: torch.Tensor  # (B, tokens, context_dim)
+    copies: int  # the batch is `copies` stacked copies of cond's rows
+    conv_in_cond: torch.Tensor | None  # conv_in's response to cond, bias included (float32)
+    cross: dict[SpatialTransformer, list[torch.Tensor]] | None  # per transformer, per block: (B, 1, dim)
+
+    @property
+    def batch(self) -> int:
+        return self.context.shape[0]
