@@ -27,6 +27,14 @@ TINY_CLIP = {
 ITEMS = 6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_torch_thread):
+    """One torch thread for the whole module, for two reasons. Results are compared exactly across runs, and
+    float sums depend on the thread count. And forking a process whose OpenMP pool ran multi-threaded work hangs
+    the child in its next parallel region (libgomp is not fork-safe); the ddp_fork and killed-run tests fork."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A tiny random pbe model (native layout), a 32-px synthetic bench, tiny CLIP weights and a fitted mixture."""
