@@ -15,10 +15,16 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "inference.ipynb"
 SIZE = 64
 
 
-def test_notebook_is_saved_without_outputs():
+def test_notebook_is_saved_with_outputs_from_the_small_model_and_no_errors():
+    """Committed executed (so it reads on a code host), on the bundled small model, without machine paths."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(not c.outputs and c.execution_count is None for c in code)
+    outputs = [o for c in code for o in c.outputs]
+    assert code and all(c.execution_count is not None for c in code)
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
+    shown = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "pbe/assets/small on" in shown and "/work/" not in shown and "/home/" not in shown
 
 
 def test_notebook_runs_on_a_tiny_model_and_shows_the_grids(tmp_path, monkeypatch):
@@ -60,9 +66,13 @@ def test_notebook_default_weights_path_is_taken_from_the_repository_root(tmp_pat
     monkeypatch.delenv("PBE_WEIGHTS", raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     setup = next(c.source for c in nb.cells if c.cell_type == "code")
-    expected = NOTEBOOK.parents[1] / "Paint-by-Example"
-    if expected.exists():
-        pytest.skip(f"{expected} exists here; the check needs it absent")
-    with pytest.raises((FileNotFoundError, ValueError)) as error:
-        exec(compile(setup, "inference.ipynb", "exec"), {})
-    assert str(expected) in str(error.value)
+    released = NOTEBOOK.parents[1] / "Paint-by-Example"
+    if released.exists():
+        pytest.skip(f"{released} exists here; the check needs it absent")
+    # without the released weights the notebook falls back to the bundled small model, found from the package
+    setup = setup.split("device = ")[0]  # the paths, not the model load
+    scope = {}
+    exec(compile(setup, "inference.ipynb", "exec"), scope)
+    from pbe.assets import small_model_path
+
+    assert scope["WEIGHTS"] == small_model_path() and scope["RELEASED"] == released and scope["SIZE"] == 128
