@@ -600,14 +600,14 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
     """Edit `args.image` and write the result(s) and grid. Every check happens before the weights load."""
     import torch
 
-    from pbe.checkpoints.formats import load_checkpoint
+    from pbe.checkpoints.formats import DTYPES, load_checkpoint
     from pbe.pipeline import PaintByExamplePipeline
 
     inputs = load_inputs(args)
     outputs = output_paths(args, suffix)
     check_outputs(args, outputs, inputs)
     device = resolve_device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = DTYPES[args.dtype]
     warn_if_large(args, inputs)
 
     _note(args, f"loading weights from {args.weights} ...")

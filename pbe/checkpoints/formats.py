@@ -39,7 +39,7 @@ from pbe.checkpoints.tensor_io import (
     total_bytes,
     write_safetensors,
 )
-from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER
+from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER, read_json_object
 from pbe.models import PaintByExample, PaintByExampleConfig
 from pbe.models.exemplar_encoder import ExemplarEncoderConfig
 from pbe.models.unet import UNetConfig
@@ -470,13 +470,7 @@ def _read_json(path: Path) -> dict:
     """A JSON object from `path`; CheckpointError naming the file when it is not one."""
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}")
-    try:
-        data = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found a {type(data).__name__}")
-    return data
+    return read_json_object(path, CheckpointError)
 
 
 @contextmanager

@@ -151,18 +151,23 @@ INERT_KEYS = (
 )
 
 
+def read_json_object(path: Path, error: type[ValueError] = ValueError) -> dict:
+    """A JSON object from the file `path`; `error` naming the file when it is not valid JSON or not an object."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found a {type(data).__name__}")
+    return data
+
+
 def read_scheduler_config(path: str | PathLike) -> dict:
     """Load scheduler_config.json from a file, a scheduler folder, or a diffusers pipeline folder."""
     path = Path(path)
     for candidate in (path, path / "scheduler_config.json", path / "scheduler" / "scheduler_config.json"):
         if candidate.is_file():
-            try:
-                config = json.loads(candidate.read_bytes())
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise ValueError(f"{candidate}: not valid JSON ({e})") from None
-            if not isinstance(config, dict):
-                raise ValueError(f"{candidate}: expected a JSON object, found a {type(config).__name__}")
-            return config
+            return read_json_object(candidate)
     raise ValueError(
         f"no scheduler_config.json at {path} (looked at the file, <path>/ and <path>/scheduler/)"
     )

@@ -28,11 +28,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import functional as tvF
 
+from pbe.checkpoints.formats import DTYPES
 from pbe.eval.bench import BenchItem, item_seed, load_bench
 from pbe.eval.metrics import ClipConfig, normalize
 
 EXEMPLAR_MODES = ("authors", "clip")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
