@@ -328,7 +328,10 @@ def write_outputs(items: Sequence[tuple[Image.Image, Path]], overwrite: bool = F
         for image, path in items:
             for folder in reversed([path.parent, *path.parent.parents]):
                 if not folder.exists():
-                    folder.mkdir()
+                    try:
+                        folder.mkdir()
+                    except FileExistsError:  # another writer (e.g. an evaluation rank) made it meanwhile
+                        continue
                     created.append(folder)
             if not overwrite and path.exists():
                 raise FileExistsError(f"out: {path} already exists; pass overwrite=true to replace it")

@@ -478,3 +478,22 @@ def test_without_weights_and_no_bundled_model_weights_is_required(photos, tmp_pa
     monkeypatch.setattr(pbe.assets, "small_model_path", absent)
     with pytest.raises(ValueError, match="weights is required"):
         parse_args(arguments("unused", photos, tmp_path / "result.png", weights=None))
+
+
+def test_write_png_tolerates_a_folder_made_by_another_writer_meanwhile(tmp_path, monkeypatch):
+    # two evaluation ranks write into the same new results/ folder: the loser of the mkdir race must not fail
+    from pathlib import Path
+
+    from pbe.sample_cli import write_png
+
+    target = tmp_path / "results" / "1.png"
+    real_mkdir = Path.mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)  # the other writer wins...
+        raise FileExistsError(17, "File exists", str(self))  # ...and this one finds it there
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    write_png(Image.new("RGB", (4, 4)), target)
+    monkeypatch.undo()
+    assert pixels(target).shape == (4, 4, 3)
