@@ -274,3 +274,5 @@ def test_second_tab_waits_for_the_first_and_progress_is_shown(browser, url, file
     assert first.locator("#result img").count() == 0, "the first edit is still running"
     first.locator("#result img").first.wait_for()
     assert shown_image(second, "result").shape == (SIZE, SIZE, 3)
+    for page in (first, second):  # no open event streams while the module's server shuts down
+        page.close()
