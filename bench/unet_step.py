@@ -8,6 +8,10 @@ once, in rotating order, plus a large GEMM that measures what the machine gives 
 - pbe: `unet(cat(...), t, context)` with the default exact speedups (single-token cross-attention);
 - pbe prepared: the pipeline's call, `unet(x, t, prepared=unet.prepare(cond, context))` (per-edit constants and the
   guidance halves' shared prefix; `prepare` itself runs once per edit and is timed separately);
+- pbe default: the pipeline's call on CPU, `pbe prepared` with the weights in channels_last (NHWC) layout, the
+  pipeline's default there (`PaintByExamplePipeline(channels_last=None)`);
+- diffusers NHWC: diffusers with the same channels_last weights and input (not its default; what a user who knows
+  the trick gets), so that the layout's share and pbe's own share of the saving are both visible;
 - pbe exact off (--exact-off): `unet(cat(...))` with every speedup off (the plain computation, for reference).
 
 Each call's wall time and this process's CPU time are recorded; on a machine shared with other work the CPU time
@@ -22,7 +26,9 @@ diffusers| over the output, fp32 within 1e-3 expected; bf16 is compared with the
 `--options-effect`: pbe alone, its prepared fp32 call eager vs channels_last vs bf16 autocast (vs torch.compile with
 --compile), interleaved; lines `ratio option_<name>_<size> <time / eager fp32 time>`.
 
-Last lines: `ratio unet_<dtype>_<size> <pbe prepared / diffusers>` and `ratio unet_plain_<dtype>_<size> ...`.
+Last lines: `ratio unet_<dtype>_<size> <pbe default / diffusers default>` (the headline: what each gives out of the
+box), `ratio unet_both_nhwc_... <pbe default / diffusers NHWC>`, `ratio unet_both_nchw_... <pbe prepared /
+diffusers>` (same layout on both sides), `ratio unet_plain_...` and the CPU-time ratio of the headline.
 """
 
 from __future__ import annotations
@@ -108,7 +114,8 @@ def inputs(size: int, dtype: torch.dtype, seed: int = 0):
     return x, cond, context
 
 
-def bench_case(unet: UNet, ref, size: int, dtype: torch.dtype, args) -> dict:
+def bench_case(unet: UNet, ref, size: int, dtype: torch.dtype, args, unet_nhwc=None, ref_nhwc=None) -> dict:
+    """`unet_nhwc` / `ref_nhwc`: the same weights in channels_last layout (the pipeline's default on CPU)."""
     x, cond, context = inputs(size, dtype)
     full = torch.cat([x.repeat(2, 1, 1, 1), cond], dim=1)
     if args.channels_last:
@@ -134,6 +141,14 @@ def bench_case(unet: UNet, ref, size: int, dtype: torch.dtype, args) -> dict:
         "pbe": lambda: pbe_call(full, t, context),
         "pbe prepared": lambda: pbe_call(x, t, prepared=prepared),
     }
+    if unet_nhwc is not None:
+        full_nhwc = full.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast:
+            prepared_nhwc = unet_nhwc.prepare(cond, context)
+        variants["diffusers NHWC"] = lambda: ref_nhwc(
+            full_nhwc, t, encoder_hidden_states=context, return_dict=False
+        )[0]
+        variants["pbe default"] = lambda: unet_nhwc(x, t, prepared=prepared_nhwc)
     if args.exact_off:
         variants["pbe exact off"] = off
     results = {name: {"times": [], "cpu": []} for name in variants}
@@ -180,9 +195,15 @@ def report(size: int, dtype_name: str, case: dict, reference: dict | None) -> li
         if reference:
             line += f"  {(res['out'] - reference['variants'][name]['out']).abs().max().item():.2e}"
         print(line, flush=True)
-    lines.append(f"ratio unet_{dtype_name}_{size} {variants['pbe prepared']['median'] / base['median']:.3f}")
+    main = "pbe default" if "pbe default" in variants else "pbe prepared"
+    lines.append(f"ratio unet_{dtype_name}_{size} {variants[main]['median'] / base['median']:.3f}")
+    if "diffusers NHWC" in variants:
+        same = variants["pbe default"]["median"] / variants["diffusers NHWC"]["median"]
+        lines.append(f"ratio unet_both_nhwc_{dtype_name}_{size} {same:.3f}")
+    prepared = variants["pbe prepared"]["median"] / base["median"]
+    lines.append(f"ratio unet_both_nchw_{dtype_name}_{size} {prepared:.3f}")
     lines.append(f"ratio unet_plain_{dtype_name}_{size} {variants['pbe']['median'] / base['median']:.3f}")
-    cpu_ratio = variants["pbe prepared"]["cpu_median"] / base["cpu_median"]
+    cpu_ratio = variants[main]["cpu_median"] / base["cpu_median"]
     lines.append(f"ratio unet_cpu_time_{dtype_name}_{size} {cpu_ratio:.3f}")
     return lines
 
@@ -237,7 +258,12 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--channels-last", action="store_true", help="both models and inputs channels_last")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="both models and inputs channels_last (no NHWC variants)"
+    )
+    parser.add_argument(
+        "--no-nhwc", action="store_true", help="skip the channels_last variants (pbe default, diffusers NHWC)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile both (CPU inductor)")
     parser.add_argument("--autocast", action="store_true", help="fp32 weights under bf16 autocast (both)")
     parser.add_argument("--exact-off", action="store_true", help="also time pbe with every speedup off")
@@ -267,8 +293,13 @@ def main() -> None:
         if args.channels_last:
             unet.to(memory_format=torch.channels_last)
         share_weights(unet, ref)
+        unet_nhwc = ref_nhwc = None
+        if not (args.channels_last or args.no_nhwc):
+            unet_nhwc = copy.deepcopy(unet).to(memory_format=torch.channels_last)
+            ref_nhwc = diffusers_unet(unet.config).requires_grad_(False)
+            share_weights(unet_nhwc, ref_nhwc)
         for size in args.sizes:
-            case = bench_case(unet, ref, size, DTYPES[dtype_name], args)
+            case = bench_case(unet, ref, size, DTYPES[dtype_name], args, unet_nhwc, ref_nhwc)
             lines += report(size, dtype_name, case, fp32_cases.get(size) if dtype_name != "fp32" else None)
             if dtype_name == "fp32":
                 fp32_cases[size] = case

@@ -561,3 +561,18 @@ def test_an_image_above_the_pixel_limit_warns_before_any_work(guarded):
                 guarded(**GOOD, num_inference_steps=1)
     finally:
         guarded.large_image_pixels = 2048 * 2048
+
+
+def test_channels_last_is_the_cpu_default_and_changes_nothing_but_rounding(folder):
+    nhwc = PaintByExamplePipeline.from_pretrained(folder)
+    nchw = PaintByExamplePipeline.from_pretrained(folder, channels_last=False)
+    assert nhwc.channels_last and not nchw.channels_last
+    for pipe, layout in ((nhwc, True), (nchw, False)):
+        for weight in (pipe.model.unet.conv_in.weight, pipe.model.vae.decoder.conv_in.weight):
+            assert weight.is_contiguous(memory_format=torch.channels_last) is layout
+            assert weight.is_contiguous() is not layout
+    args = (photo(32, 48), box_mask(32, 48, (8, 8, 40, 24)), photo(40, 40, seed=1))
+    kwargs = dict(num_inference_steps=3, output_type="np", progress=False)
+    a = nhwc(*args, generator=torch.Generator().manual_seed(0), **kwargs).images
+    b = nchw(*args, generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert np.abs(a - b).max() <= 1e-5

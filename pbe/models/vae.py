@@ -65,8 +65,8 @@ class SpatialSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        y = self.norm(x).view(b, c, h * w).transpose(1, 2)
-        y = self.attn(y).transpose(1, 2).reshape(b, c, h, w)
+        y = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when x is channels_last
+        y = self.attn(y).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return x + y
 
 
