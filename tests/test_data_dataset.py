@@ -223,3 +223,21 @@ def test_recorded_mask_kind_matches_the_mask():
         kinds.append(sample["meta"]["bezier"])
         assert torch.equal(sample["mask"][0], rectangle) != sample["meta"]["bezier"]
     assert 0 < sum(kinds) < len(kinds)
+
+
+def test_full_mask_p_one_edits_the_whole_image_and_keeps_the_rest():
+    base, full = tiny_dataset(seed=5), tiny_dataset(seed=5, full_mask_p=1.0)
+    for i in range(4):
+        a, b = base[i], full[i]
+        assert torch.equal(b["mask"], torch.zeros_like(b["mask"])) and not torch.equal(a["mask"], b["mask"])
+        assert torch.equal(b["masked_image"], torch.zeros_like(b["masked_image"]))
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["exemplar"], b["exemplar"])
+
+
+def test_full_mask_p_zero_draws_nothing_and_some_masks_are_full_in_between():
+    assert_same_sample(tiny_dataset(seed=6)[0], tiny_dataset(seed=6, full_mask_p=0.0)[0])
+    half = tiny_dataset(seed=6, full_mask_p=0.5)
+    full = [bool((half[i]["mask"] == 0).all()) for i in range(24)]
+    assert 3 <= sum(full) <= 21
+    with pytest.raises(ValueError, match="full_mask_p"):
+        tiny_dataset(full_mask_p=1.5)

@@ -203,3 +203,30 @@ def test_loader_workers_compute_with_one_thread_and_see_the_epoch():
         datamodule.dataset.epoch == 3
     )  # the sampler hands the epoch to the dataset before the iterator starts
     assert math.isclose(len(loader), len(datamodule.dataset) // 2)
+
+
+def test_mask_loss_weight_is_a_weighted_mean_over_the_edit_region():
+    module, c = tiny_module("objective.mask_loss_weight=4.0")
+    batch = ExemplarDataModule(c["data"], c["loader"], seed=c["seed"]).fixed_items(2)
+    g = torch.Generator().manual_seed(5)
+    shape = (2, 4, 16, 16)
+    draws = Draws(
+        timesteps=torch.tensor([17, 903]),
+        drop=torch.tensor([False, False]),
+        image_noise=torch.randn(shape, generator=g),
+        masked_noise=torch.randn(shape, generator=g),
+        noise=torch.randn(shape, generator=g),
+    )
+    loss, per_sample = module.losses(batch, draws)
+    module.objective.mask_loss_weight = 1.0
+    plain, plain_per_sample = module.losses(batch, draws)
+    assert torch.equal(per_sample, plain_per_sample)  # logged per-sample MSE stays the plain one
+    with torch.no_grad():
+        z0, z_masked, keep = module.encode_latents(batch, draws)
+        x = torch.cat([module.noisy_latent(z0, draws.noise, draws.timesteps), z_masked, keep], 1)
+        err = (module.model.unet(x, draws.timesteps, module.model.encoder(batch["exemplar"])) - draws.noise) ** 2
+        w = (1 + 3 * (1 - keep)).expand_as(err)
+        expected = (err * w).sum() / w.sum()
+    assert abs(loss.item() - expected.item()) < 1e-6 and abs(loss.item() - plain.item()) > 1e-4
+    with pytest.raises(ValueError, match="mask_loss_weight"):
+        tiny_module("objective.mask_loss_weight=0")

@@ -44,6 +44,8 @@ class AugmentConfig:
     bezier_p: float = 0.5  # probability of the Bezier mask; otherwise the extended rectangle
     bezier_points: int = 18  # points per quadratic curve (t = 0.05 ... 0.05 * points)
     bezier_jitter: int = 5  # each outline coordinate moves by randint(-jitter, jitter)
+    full_mask_p: float = 0.0  # not in the paper: probability that the whole image is the edit region (the small
+    # model uses it so that `generate_mask`, which asks the UNet to repaint everything, sees that case in training)
     square_crop: bool = True  # random square window around the extended box; off: squash the whole image
     crop_shrink_ratio: float = 0.6  # the window shrinks by randint(0, int(ratio * smallest margin)) per side
     # Where pbe deliberately departs from the original code (data/augment=original switches all three back):
@@ -55,7 +57,7 @@ class AugmentConfig:
         for name in ("mask_style", "crop_style"):
             if getattr(self, name) not in ("pbe", "original"):
                 raise ValueError(f"{name} must be 'pbe' or 'original', got {getattr(self, name)!r}")
-        for name in ("flip_p", "rotate_p", "blur_p", "elastic_p", "bezier_p"):
+        for name in ("flip_p", "rotate_p", "blur_p", "elastic_p", "bezier_p", "full_mask_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")

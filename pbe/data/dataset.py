@@ -71,6 +71,8 @@ def make_sample(item: SourceImage, config: AugmentConfig, rngs: dict[str, np.ran
             style=config.mask_style,
         )
     keep = edit_mask(width, height, box, extended, outline, style=config.mask_style)
+    if config.full_mask_p > 0 and rngs["mask"].random() < config.full_mask_p:  # no draw at all when off
+        keep = torch.zeros_like(keep)
 
     window = None
     if config.square_crop:

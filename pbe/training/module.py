@@ -9,7 +9,8 @@ Per step, for a batch of (image in [-1, 1], keep-mask 1 = keep, CLIP-normalised 
   every Paint-by-Example model, `PAINT_BY_EXAMPLE_SCHEDULER`);
 - context = exemplar encoder(exemplar), replaced by the learned unconditional vector with probability p
   (`cfg_dropout`, 0.2): one draw for the whole batch per step (the original, default) or one per sample;
-- loss = plain MSE between UNet(cat[z_t, z_masked, mask], t, context) and eps, over the whole latent.
+- loss = plain MSE between UNet(cat[z_t, z_masked, mask], t, context) and eps, over the whole latent
+  (`objective.mask_loss_weight`, not in the paper, can weight the edit region more; 1.0 is the paper's loss).
 
 Trained: the whole UNet, the mapper, the final LayerNorm, the projection and the unconditional vector (AdamW, lr 1e-5,
 weight decay 0.01, linear warm-up from 1e-6 * lr over 10k steps, then constant). Frozen, in eval mode, never in the
@@ -44,8 +45,13 @@ CFG_DROPOUT_MODES = ("batch", "sample")
 class ObjectiveConfig:
     cfg_dropout: float = 0.2  # probability of training on the unconditional vector
     cfg_dropout_mode: str = "batch"  # "batch": one draw per step (original); "sample": one per sample
+    # Not in the paper (1.0 = its plain MSE): weight of the latent positions inside the edit region relative to
+    # those outside; the loss is the weighted mean, so its scale does not change with the mask's area.
+    mask_loss_weight: float = 1.0
 
     def __post_init__(self):
+        if not (math.isfinite(self.mask_loss_weight) and self.mask_loss_weight > 0):
+            raise ValueError(f"objective.mask_loss_weight must be > 0 and finite, got {self.mask_loss_weight!r}")
         if not 0.0 <= self.cfg_dropout <= 1.0:
             raise ValueError(f"objective.cfg_dropout must be in [0, 1], got {self.cfg_dropout!r}")
         if self.cfg_dropout_mode not in CFG_DROPOUT_MODES:
@@ -291,7 +297,12 @@ class PaintByExampleModule(L.LightningModule):
         x = torch.cat([z_t.to(z_masked.dtype), z_masked, mask.to(z_masked.dtype)], dim=1)
         eps = self.model.unet(x, draws.timesteps, context)
         err = (eps.float() - draws.noise.float()) ** 2
-        return err.mean(), err.detach().mean(dim=(1, 2, 3))
+        per_sample = err.detach().mean(dim=(1, 2, 3))
+        weight = self.objective.mask_loss_weight
+        if weight == 1.0:
+            return err.mean(), per_sample
+        w = 1.0 + (weight - 1.0) * (1.0 - mask.float())  # mask: 1 = keep, at latent size
+        return (err * w).mean() / w.mean(), per_sample
 
     # ------------------------------------------------------------------------------------------- steps
 
