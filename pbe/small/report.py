@@ -166,6 +166,14 @@ def ablation_table(all_scores: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def shown_path(path) -> str:
+    """`path` relative to the working directory when inside it (no machine paths in committed reports)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def run_small_report(
     model_dir, out_dir: Path, count: int, copy_count: int, settings: GenerationSettings, mask_scenes: int = 50
 ) -> dict:
@@ -174,7 +182,7 @@ def run_small_report(
     scores, results = evaluate_model(model_dir, classifier, edits, copy_edits, settings, mask_scenes)
     scores["classifier_accuracy"] = classifier_accuracy
     scores["settings"] = asdict(settings)
-    scores["model"] = str(model_dir)
+    scores["model"] = shown_path(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "small_report.json").write_text(json.dumps(scores, indent=2) + "\n")
     (out_dir / "small_report.md").write_text(small_table(scores) + "\n")
@@ -190,7 +198,7 @@ def run_ablation_report(
     all_scores, columns, copy_columns = {}, {}, {}
     for name, model_dir in models.items():
         scores, results = evaluate_model(model_dir, classifier, edits, copy_edits, settings, full=False)
-        scores["model"] = str(model_dir)
+        scores["model"] = shown_path(model_dir)
         all_scores[name], columns[name] = scores, results[:8]
         copy_columns[name] = generate(
             load_pipeline(model_dir), copy_edits[:8], settings=settings, desc="figure"
