@@ -11,7 +11,8 @@ expected <= 1e-3).
         [--workdir DIR] [--dtype fp32|bf16]
 
 The folder (~4.3 GB fp32) goes to a temporary directory under --workdir (default: the system's), removed at the end.
-Last lines: `ratio edit_time_<size> <pbe / diffusers>` and `ratio edit_peak_rss_<size> <pbe / diffusers>`.
+Last lines: `ratio edit_time_<size> <pbe / diffusers>` and `ratio edit_peak_rss_<size> <pbe / diffusers>`; with
+--pbe-only (sizes diffusers cannot run in memory): `ratio pbe_peak_rss_vs_24gb_<size> <peak RSS / 24 GiB>`.
 """
 
 from __future__ import annotations
@@ -182,12 +183,20 @@ def main() -> None:
                         f"  peak RSS {res['peak_rss_mb']:7.0f} MB",
                         flush=True,
                     )
-            diff = float(
-                np.abs(np.load(tmp / f"pbe_{size}.npy") - np.load(tmp / f"diffusers_{size}.npy")).max()
-            )
             edit = {k: statistics.median(r["edit_s"] for r in v) for k, v in runs.items()}
             rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()}
             load = {k: statistics.median(r["load_s"] for r in v) for k, v in runs.items()}
+            if args.pbe_only:
+                print(
+                    f"{size}x{size}: pbe edit median {edit['pbe']:.1f} s, load {load['pbe']:.1f} s, "
+                    f"peak RSS {rss['pbe']:.0f} MB",
+                    flush=True,
+                )
+                lines.append(f"ratio pbe_peak_rss_vs_24gb_{size} {rss['pbe'] / (24 * 1024):.3f}")
+                continue
+            diff = float(
+                np.abs(np.load(tmp / f"pbe_{size}.npy") - np.load(tmp / f"diffusers_{size}.npy")).max()
+            )
             print(
                 f"{size}x{size}: edit median pbe {edit['pbe']:.1f} s, diffusers {edit['diffusers']:.1f} s "
                 f"(ratio {edit['pbe'] / edit['diffusers']:.3f}); load pbe {load['pbe']:.1f} s, diffusers "

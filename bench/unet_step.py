@@ -8,10 +8,9 @@ once, in rotating order, plus a large GEMM that measures what the machine gives 
 - pbe: `unet(cat(...), t, context)` with the default exact speedups (single-token cross-attention);
 - pbe prepared: the pipeline's call, `unet(x, t, prepared=unet.prepare(cond, context))` (per-edit constants and the
   guidance halves' shared prefix; `prepare` itself runs once per edit and is timed separately);
-- pbe default: the pipeline's call on CPU, `pbe prepared` with the weights in channels_last (NHWC) layout, the
-  pipeline's default there (`PaintByExamplePipeline(channels_last=None)`);
-- diffusers NHWC: diffusers with the same channels_last weights and input (not its default; what a user who knows
-  the trick gets), so that the layout's share and pbe's own share of the saving are both visible;
+- pbe NHWC: `pbe prepared` with the weights in channels_last (NHWC) layout (`PaintByExamplePipeline(
+  channels_last=True)`, an option);
+- diffusers NHWC: diffusers with the same channels_last weights and input (not its default either);
 - pbe exact off (--exact-off): `unet(cat(...))` with every speedup off (the plain computation, for reference).
 
 Each call's wall time and this process's CPU time are recorded; on a machine shared with other work the CPU time
@@ -26,9 +25,9 @@ diffusers| over the output, fp32 within 1e-3 expected; bf16 is compared with the
 `--options-effect`: pbe alone, its prepared fp32 call eager vs channels_last vs bf16 autocast (vs torch.compile with
 --compile), interleaved; lines `ratio option_<name>_<size> <time / eager fp32 time>`.
 
-Last lines: `ratio unet_<dtype>_<size> <pbe default / diffusers default>` (the headline: what each gives out of the
-box), `ratio unet_both_nhwc_... <pbe default / diffusers NHWC>`, `ratio unet_both_nchw_... <pbe prepared /
-diffusers>` (same layout on both sides), `ratio unet_plain_...` and the CPU-time ratio of the headline.
+Last lines: `ratio unet_<dtype>_<size> <pbe prepared / diffusers>` (the headline: the pipeline's call vs diffusers'
+UNet call, both in their default layout), `ratio unet_nhwc_... <pbe NHWC / diffusers NHWC>`, `ratio unet_plain_...`
+and the CPU-time ratio of the headline.
 """
 
 from __future__ import annotations
@@ -148,7 +147,7 @@ def bench_case(unet: UNet, ref, size: int, dtype: torch.dtype, args, unet_nhwc=N
         variants["diffusers NHWC"] = lambda: ref_nhwc(
             full_nhwc, t, encoder_hidden_states=context, return_dict=False
         )[0]
-        variants["pbe default"] = lambda: unet_nhwc(x, t, prepared=prepared_nhwc)
+        variants["pbe NHWC"] = lambda: unet_nhwc(x, t, prepared=prepared_nhwc)
     if args.exact_off:
         variants["pbe exact off"] = off
     results = {name: {"times": [], "cpu": []} for name in variants}
@@ -195,15 +194,13 @@ def report(size: int, dtype_name: str, case: dict, reference: dict | None) -> li
         if reference:
             line += f"  {(res['out'] - reference['variants'][name]['out']).abs().max().item():.2e}"
         print(line, flush=True)
-    main = "pbe default" if "pbe default" in variants else "pbe prepared"
-    lines.append(f"ratio unet_{dtype_name}_{size} {variants[main]['median'] / base['median']:.3f}")
+    head = "pbe prepared"
+    lines.append(f"ratio unet_{dtype_name}_{size} {variants[head]['median'] / base['median']:.3f}")
     if "diffusers NHWC" in variants:
-        same = variants["pbe default"]["median"] / variants["diffusers NHWC"]["median"]
-        lines.append(f"ratio unet_both_nhwc_{dtype_name}_{size} {same:.3f}")
-    prepared = variants["pbe prepared"]["median"] / base["median"]
-    lines.append(f"ratio unet_both_nchw_{dtype_name}_{size} {prepared:.3f}")
+        same = variants["pbe NHWC"]["median"] / variants["diffusers NHWC"]["median"]
+        lines.append(f"ratio unet_nhwc_{dtype_name}_{size} {same:.3f}")
     lines.append(f"ratio unet_plain_{dtype_name}_{size} {variants['pbe']['median'] / base['median']:.3f}")
-    cpu_ratio = variants[main]["cpu_median"] / base["cpu_median"]
+    cpu_ratio = variants[head]["cpu_median"] / base["cpu_median"]
     lines.append(f"ratio unet_cpu_time_{dtype_name}_{size} {cpu_ratio:.3f}")
     return lines
 
@@ -262,7 +259,7 @@ def main() -> None:
         "--channels-last", action="store_true", help="both models and inputs channels_last (no NHWC variants)"
     )
     parser.add_argument(
-        "--no-nhwc", action="store_true", help="skip the channels_last variants (pbe default, diffusers NHWC)"
+        "--no-nhwc", action="store_true", help="skip the channels_last variants (pbe NHWC, diffusers NHWC)"
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile both (CPU inductor)")
     parser.add_argument("--autocast", action="store_true", help="fp32 weights under bf16 autocast (both)")

@@ -563,9 +563,9 @@ def test_an_image_above_the_pixel_limit_warns_before_any_work(guarded):
         guarded.large_image_pixels = 2048 * 2048
 
 
-def test_channels_last_is_the_cpu_default_and_changes_nothing_but_rounding(folder):
-    nhwc = PaintByExamplePipeline.from_pretrained(folder)
-    nchw = PaintByExamplePipeline.from_pretrained(folder, channels_last=False)
+def test_channels_last_option_changes_nothing_but_rounding(folder):
+    nhwc = PaintByExamplePipeline.from_pretrained(folder, channels_last=True)
+    nchw = PaintByExamplePipeline.from_pretrained(folder)
     assert nhwc.channels_last and not nchw.channels_last
     for pipe, layout in ((nhwc, True), (nchw, False)):
         for weight in (pipe.model.unet.conv_in.weight, pipe.model.vae.decoder.conv_in.weight):

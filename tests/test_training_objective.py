@@ -224,7 +224,9 @@ def test_mask_loss_weight_is_a_weighted_mean_over_the_edit_region():
     with torch.no_grad():
         z0, z_masked, keep = module.encode_latents(batch, draws)
         x = torch.cat([module.noisy_latent(z0, draws.noise, draws.timesteps), z_masked, keep], 1)
-        err = (module.model.unet(x, draws.timesteps, module.model.encoder(batch["exemplar"])) - draws.noise) ** 2
+        err = (
+            module.model.unet(x, draws.timesteps, module.model.encoder(batch["exemplar"])) - draws.noise
+        ) ** 2
         w = (1 + 3 * (1 - keep)).expand_as(err)
         expected = (err * w).sum() / w.sum()
     assert abs(loss.item() - expected.item()) < 1e-6 and abs(loss.item() - plain.item()) > 1e-4

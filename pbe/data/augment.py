@@ -44,8 +44,9 @@ class AugmentConfig:
     bezier_p: float = 0.5  # probability of the Bezier mask; otherwise the extended rectangle
     bezier_points: int = 18  # points per quadratic curve (t = 0.05 ... 0.05 * points)
     bezier_jitter: int = 5  # each outline coordinate moves by randint(-jitter, jitter)
-    full_mask_p: float = 0.0  # not in the paper: probability that the whole image is the edit region (the small
-    # model uses it so that `generate_mask`, which asks the UNet to repaint everything, sees that case in training)
+    # Not in the paper: probability that the whole image is the edit region (the small model uses it so that
+    # `generate_mask`, which asks the UNet to repaint everything, sees that case in training).
+    full_mask_p: float = 0.0
     square_crop: bool = True  # random square window around the extended box; off: squash the whole image
     crop_shrink_ratio: float = 0.6  # the window shrinks by randint(0, int(ratio * smallest margin)) per side
     # Where pbe deliberately departs from the original code (data/augment=original switches all three back):

@@ -51,7 +51,9 @@ class ObjectiveConfig:
 
     def __post_init__(self):
         if not (math.isfinite(self.mask_loss_weight) and self.mask_loss_weight > 0):
-            raise ValueError(f"objective.mask_loss_weight must be > 0 and finite, got {self.mask_loss_weight!r}")
+            raise ValueError(
+                f"objective.mask_loss_weight must be > 0 and finite, got {self.mask_loss_weight!r}"
+            )
         if not 0.0 <= self.cfg_dropout <= 1.0:
             raise ValueError(f"objective.cfg_dropout must be in [0, 1], got {self.cfg_dropout!r}")
         if self.cfg_dropout_mode not in CFG_DROPOUT_MODES:
