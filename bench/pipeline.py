@@ -90,6 +90,8 @@ def child(args) -> None:
 
         pipe = PaintByExamplePipeline.from_pretrained(args.folder, torch_dtype=dtype)
         extra = {"progress": False}
+        if args.sampler:
+            extra["sampler"] = args.sampler
     else:
         pipe = load_diffusers(Path(args.folder), dtype)
         pipe.set_progress_bar_config(disable=True)
@@ -123,6 +125,7 @@ def run_child(impl: str, folder: Path, size: int, args, out: Path) -> dict:
         str(args.threads),
         "--dtype",
         args.dtype,
+        *(["--sampler", args.sampler] if args.sampler else []),
         "--out",
         str(out),
     ]
@@ -146,6 +149,9 @@ def main() -> None:
         help="run pbe alone (large images: pbe tiles its VAE above 1024 px)",
     )
     parser.add_argument("--tiny", action="store_true", help="a tiny model (to check the script itself)")
+    parser.add_argument(
+        "--sampler", default=None, help="pbe's sampler (with --pbe-only; default: the checkpoint's PLMS)"
+    )
     parser.add_argument("--child", choices=["pbe", "diffusers"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -156,6 +162,8 @@ def main() -> None:
         return
     if args.steps < 1 or args.rounds < 1 or any(s < 8 for s in args.sizes):
         parser.error("--steps and --rounds must be >= 1 and --sizes >= 8")
+    if args.sampler and not args.pbe_only:
+        parser.error("--sampler needs --pbe-only (diffusers' pipeline keeps its scheduler)")
 
     tmp = Path(tempfile.mkdtemp(prefix="pbe_bench_pipeline_", dir=args.workdir))
     lines = []
@@ -168,7 +176,7 @@ def main() -> None:
             flush=True,
         )
         print(
-            f"edit: PLMS {args.steps} steps, guidance 5, {args.dtype}, {args.threads} threads, {args.rounds} rounds"
+            f"edit: {args.sampler or 'PLMS'} {args.steps} steps, guidance 5, {args.dtype}, {args.threads} threads, {args.rounds} rounds"
         )
         for size in args.sizes:
             impls = ["pbe"] if args.pbe_only else ["pbe", "diffusers"]
