@@ -28,20 +28,25 @@ def module_and_batch():
     return module, datamodule.fixed_items(2)
 
 
-def test_loss_equals_a_hand_computed_reference(module_and_batch):
-    from diffusers import DDPMScheduler
-
-    module, batch = module_and_batch
-    model = module.model
+def fixed_draws() -> Draws:
+    """Seeded draws for two 64 px samples (latents 4 x 16 x 16, VAE f = 4), both conditioned."""
     g = torch.Generator().manual_seed(5)
-    shape = (2, 4, 16, 16)  # 64 px images, VAE f = 4
-    draws = Draws(
+    shape = (2, 4, 16, 16)
+    return Draws(
         timesteps=torch.tensor([17, 903]),
         drop=torch.tensor([False, False]),
         image_noise=torch.randn(shape, generator=g),
         masked_noise=torch.randn(shape, generator=g),
         noise=torch.randn(shape, generator=g),
     )
+
+
+def test_loss_equals_a_hand_computed_reference(module_and_batch):
+    from diffusers import DDPMScheduler
+
+    module, batch = module_and_batch
+    model = module.model
+    draws = fixed_draws()
     loss, per_sample = module.losses(batch, draws)
 
     # reference: the recipe written out, with diffusers' DDPM scheduler for the forward process
@@ -208,15 +213,7 @@ def test_loader_workers_compute_with_one_thread_and_see_the_epoch():
 def test_mask_loss_weight_is_a_weighted_mean_over_the_edit_region():
     module, c = tiny_module("objective.mask_loss_weight=4.0")
     batch = ExemplarDataModule(c["data"], c["loader"], seed=c["seed"]).fixed_items(2)
-    g = torch.Generator().manual_seed(5)
-    shape = (2, 4, 16, 16)
-    draws = Draws(
-        timesteps=torch.tensor([17, 903]),
-        drop=torch.tensor([False, False]),
-        image_noise=torch.randn(shape, generator=g),
-        masked_noise=torch.randn(shape, generator=g),
-        noise=torch.randn(shape, generator=g),
-    )
+    draws = fixed_draws()
     loss, per_sample = module.losses(batch, draws)
     module.objective.mask_loss_weight = 1.0
     plain, plain_per_sample = module.losses(batch, draws)
