@@ -202,8 +202,14 @@ def test_prepare_and_prepared_call_validate_shapes():
         model(torch.randn(1, 9, 8, 8), 1)
 
 
+@pytest.fixture
+def subpixel_everywhere(monkeypatch):
+    """Upsample takes the subpixel path at any input size (tests use inputs below the speed threshold)."""
+    monkeypatch.setattr("pbe.models.unet.SUBPIXEL_MIN_PIXELS", 0)
+
+
 @pytest.mark.parametrize("size", [(5, 7), (8, 8)])
-def test_subpixel_upsample_same_output_and_gradients(size):
+def test_subpixel_upsample_same_output_and_gradients(size, subpixel_everywhere):
     from pbe.models.unet import Upsample
 
     up = randomize_(Upsample(8), std=0.2)
@@ -222,7 +228,7 @@ def test_subpixel_upsample_same_output_and_gradients(size):
         assert max_abs(got, expected) <= 1e-4 * expected.abs().max().item()
 
 
-def test_subpixel_upsample_follows_weight_updates():
+def test_subpixel_upsample_follows_weight_updates(subpixel_everywhere):
     from pbe.models.unet import Upsample
 
     up = Upsample(4).eval()
@@ -235,3 +241,22 @@ def test_subpixel_upsample_follows_weight_updates():
             expected = up(x)
     assert max_abs(after, expected) <= 1e-5
     assert max_abs(after, before) > 0
+
+
+def test_subpixel_upsample_only_from_the_pixel_threshold(monkeypatch):
+    """Small inputs take the plain conv (the kernel rebuild would cost more than it saves); large ones the phases."""
+    import pbe.models.unet as unet_module
+
+    real = unet_module.phase_kernels
+    calls = []
+    monkeypatch.setattr(unet_module, "phase_kernels", lambda w: calls.append(w.shape) or real(w))
+    monkeypatch.setattr(unet_module, "SUBPIXEL_MIN_PIXELS", 2 * 4 * 4)
+    up = randomize_(unet_module.Upsample(4), std=0.2).eval()
+    with torch.no_grad():
+        small = torch.randn(2, 4, 3, 5)  # 30 pixels
+        large = torch.randn(2, 4, 4, 4)  # 32 pixels
+        assert up(small).shape == (2, 4, 6, 10) and calls == []
+        out = up(large)
+        assert calls == [(4, 4, 3, 3)]
+        with speedups(subpixel_upsample=False):
+            assert max_abs(out, up(large)) <= 1e-5
