@@ -260,3 +260,55 @@ def test_subpixel_upsample_only_from_the_pixel_threshold(monkeypatch):
         assert calls == [(4, 4, 3, 3)]
         with speedups(subpixel_upsample=False):
             assert max_abs(out, up(large)) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, bias",
+    [(3, 1, 1, True), (3, 2, 1, True), (3, 2, 0, False), (1, 1, 0, True)],
+)
+def test_small_conv_gemm_same_output_and_gradients(kernel, stride, padding, bias):
+    from pbe.models.conv import Conv2d
+
+    conv = Conv2d(6, 10, kernel, stride=stride, padding=padding, bias=bias)
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    fast = conv(x)
+    fast.square().sum().backward()
+    grads = (x.grad.clone(), conv.weight.grad.clone())
+    x.grad = None
+    conv.zero_grad()
+    with speedups(small_conv_gemm=False):
+        full = conv(x)
+    full.square().sum().backward()
+    assert fast.shape == full.shape
+    assert max_abs(fast, full) <= 1e-5
+    for got, expected in zip(grads, (x.grad, conv.weight.grad)):
+        assert max_abs(got, expected) <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_small_conv_gemm_only_for_small_float32_outputs(monkeypatch):
+    """The matrix-product path runs up to GEMM_CONV_MAX_PIXELS output pixels in float32; larger outputs and bf16
+    go to oneDNN's conv."""
+    import pbe.models.conv as conv_module
+
+    conv = conv_module.Conv2d(4, 4, 3, padding=1)
+    calls = []
+    real = conv_module.F.unfold
+    monkeypatch.setattr(conv_module.F, "unfold", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    monkeypatch.setattr(conv_module, "GEMM_CONV_MAX_PIXELS", 2 * 4 * 4)
+    with torch.no_grad():
+        conv(torch.randn(2, 4, 4, 4))
+        assert calls == [(2, 4, 4, 4)]
+        conv(torch.randn(2, 4, 4, 5))  # 40 output pixels
+        conv.to(torch.bfloat16)(torch.randn(1, 4, 2, 2, dtype=torch.bfloat16))
+    assert calls == [(2, 4, 4, 4)]
+
+
+def test_small_conv_gemm_keeps_conv2d_state_dict():
+    from pbe.models.conv import Conv2d
+
+    torch.manual_seed(0)
+    ours = Conv2d(3, 5, 3, padding=1)
+    torch.manual_seed(0)
+    theirs = torch.nn.Conv2d(3, 5, 3, padding=1)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(ours.state_dict()[k], theirs.state_dict()[k]) for k in ours.state_dict())

@@ -32,12 +32,15 @@ class Speedups:
         cross-attention once (detected in plain calls, declared by UNet.prepare).
     subpixel_upsample: nearest 2x upsampling + 3x3 conv (UNet and VAE decoder) as four 2x2 convs on the
         low-resolution input (pbe.models.unet.Upsample).
+    small_conv_gemm: CPU float32 convolutions with few output pixels as unfold + one matrix product, which skips
+        oneDNN's per-call weight reorder (pbe.models.conv.Conv2d).
     """
 
     single_token_attention: bool = True
     precomputed_conditioning: bool = True
     shared_guidance_prefix: bool = True
     subpixel_upsample: bool = True
+    small_conv_gemm: bool = True
 
 
 SPEEDUPS = Speedups()

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from pbe.models.attention import SPEEDUPS, TransformerBlock
+from pbe.models.conv import Conv2d
 
 
 @dataclass
@@ -73,11 +74,11 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, temb_dim: int | None = None, groups: int = 32, eps: float = 1e-5):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin, eps=eps)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = Conv2d(cin, cout, 3, padding=1)
         self.time_proj = nn.Linear(temb_dim, cout) if temb_dim is not None else None
         self.norm2 = nn.GroupNorm(groups, cout, eps=eps)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+        self.conv2 = Conv2d(cout, cout, 3, padding=1)
+        self.skip = Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -102,11 +103,11 @@ class SpatialTransformer(nn.Module):
         super().__init__()
         self.linear = linear
         self.norm = nn.GroupNorm(groups, dim, eps=1e-6)
-        self.proj_in = nn.Linear(dim, dim) if linear else nn.Conv2d(dim, dim, 1)
+        self.proj_in = nn.Linear(dim, dim) if linear else Conv2d(dim, dim, 1)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, num_heads, context_dim=context_dim) for _ in range(depth)
         )
-        self.proj_out = nn.Linear(dim, dim) if linear else nn.Conv2d(dim, dim, 1)
+        self.proj_out = nn.Linear(dim, dim) if linear else Conv2d(dim, dim, 1)
 
     def forward(
         self,
@@ -141,7 +142,7 @@ class Downsample(nn.Module):
         super().__init__()
         # The UNet pads 1 on every side; the VAE encoder pads right/bottom only (padding=0 after F.pad).
         self.pad_asymmetric = pad_asymmetric
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if pad_asymmetric else 1)
+        self.conv = Conv2d(channels, channels, 3, stride=2, padding=0 if pad_asymmetric else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_asymmetric:
@@ -190,7 +191,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -235,7 +236,7 @@ class UNet(nn.Module):
             )
 
         self.time_embed = nn.Sequential(nn.Linear(ch[0], temb), nn.SiLU(), nn.Linear(temb, temb))
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.conv_in = Conv2d(cfg.in_channels, ch[0], 3, padding=1)
 
         skip_channels = [ch[0]]
         self.down = nn.ModuleList()
@@ -270,7 +271,7 @@ class UNet(nn.Module):
             self.up.append(Level(res, attn, Upsample(cout) if i > 0 else None))
 
         self.norm_out = nn.GroupNorm(groups, ch[0])
-        self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(ch[0], cfg.out_channels, 3, padding=1)
 
     def check_input(self, x: torch.Tensor) -> None:
         cfg = self.config
