@@ -22,6 +22,9 @@ diffusers| over the output, fp32 within 1e-3 expected; bf16 is compared with the
     .venv/bin/python bench/unet_step.py [--sizes 32 64] [--dtypes fp32 bf16] [--rounds 5] [--threads 2]
         [--channels-last] [--compile] [--autocast]
 
+`--profile N`: instead of timing, torch.profiler over one call of diffusers and of pbe prepared per size and dtype,
+the top N ops by self CPU time (what the speedups were chosen from).
+
 `--options-effect`: pbe alone, its prepared fp32 call eager vs channels_last vs bf16 autocast (vs torch.compile with
 --compile), interleaved; lines `ratio option_<name>_<size> <time / eager fp32 time>`.
 
@@ -249,6 +252,27 @@ def compare_options(unet: UNet, size: int, args) -> list[str]:
     return lines
 
 
+def profile_case(unet: UNet, ref, size: int, dtype: torch.dtype, top: int) -> None:
+    """torch.profiler over one call each (after a warm-up): the top ops by self CPU time, diffusers then pbe."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x, cond, context = inputs(size, dtype)
+    full = torch.cat([x.repeat(2, 1, 1, 1), cond], dim=1)
+    t = torch.tensor(TIMESTEP)
+    with torch.no_grad():
+        prepared = unet.prepare(cond, context)
+        calls = {
+            "diffusers": lambda: ref(full, t, encoder_hidden_states=context, return_dict=False)[0],
+            "pbe prepared": lambda: unet(x, t, prepared=prepared),
+        }
+        for name, fn in calls.items():
+            fn()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                wall, _ = timed(fn)
+            print(f"\n== {name}, latents {size}x{size}, batch 2, {dtype}: {wall:.2f} s wall")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
@@ -269,6 +293,13 @@ def main() -> None:
         action="store_true",
         help="instead: pbe alone in eager fp32 vs channels_last, bf16 autocast (and torch.compile with --compile)",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        default=0,
+        help="instead: torch.profiler over one call of each, the top N ops by self CPU time",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -281,6 +312,13 @@ def main() -> None:
     if args.options_effect:
         lines = [line for size in args.sizes for line in compare_options(unet, size, args)]
         print("\n" + "\n".join(lines))
+        return
+    if args.profile:
+        for dtype_name in args.dtypes:
+            unet.to(DTYPES[dtype_name])
+            share_weights(unet, ref)
+            for size in args.sizes:
+                profile_case(unet, ref, size, DTYPES[dtype_name], args.profile)
         return
     options = [o for o in ("channels_last", "compile", "autocast") if getattr(args, o)]
     print("options: " + (", ".join(options) if options else "none (eager, contiguous)"))
