@@ -145,19 +145,29 @@ class PaintByExamplePipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         channels_last: bool = False,
+        autocast: bool = False,
     ):
         self.model = model.eval().requires_grad_(False)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.dtype = dtype or next(model.parameters()).dtype
         self.model.to(device=self.device, dtype=self.dtype)
         # channels_last=True: the UNet's and the VAE's convolutions in NHWC memory layout, the same arithmetic in
-        # another order (outputs equal up to float rounding). Off by default: on the full-size UNet at 64x64 latents
-        # it measured no faster than NCHW on this CPU (bench/unet_step.py: 0.98x diffusers vs 0.97x fp32, 0.98x vs
-        # 1.00x bf16).
+        # another order (outputs equal up to float rounding). Off by default: on the full-size UNet it measured slower
+        # than NCHW on this CPU (bench/unet_step.py --options-effect: 1.37x at 32x32 latents, 1.04x at 64x64 fp32;
+        # the small-conv matmul path needs contiguous weights).
         self.channels_last = bool(channels_last)
         if self.channels_last:
             for part in (self.model.unet, self.model.vae):
                 part.to(memory_format=torch.channels_last)
+        # autocast=True: float32 weights, the UNet computing in bf16 under torch.autocast (prepare and every step); the
+        # sampler's arithmetic, the VAE and the exemplar encoder stay float32. Not exact: the noise prediction moves by
+        # bf16 rounding (about 2e-2 on the full-size UNet), for 0.61x the UNet time at 64x64 (README "Performance").
+        if autocast and self.dtype != torch.float32:
+            raise ValueError(
+                f"autocast=True expects float32 weights (torch_dtype=None or torch.float32), got {self.dtype}; "
+                "with bf16 weights the UNet computes in bf16 already"
+            )
+        self.autocast = bool(autocast)
         # The checkpoint's own sampler; without one, the schedule every Paint-by-Example model is trained with
         # (PLMS on scaled_linear betas, steps_offset 1), not the PNDM class defaults.
         self.scheduler_config = dict(scheduler_config or PAINT_BY_EXAMPLE_SCHEDULER)
@@ -177,6 +187,7 @@ class PaintByExamplePipeline:
         device: str | torch.device | None = None,
         config: dict | None = None,
         channels_last: bool = False,
+        autocast: bool = False,
     ) -> PaintByExamplePipeline:
         """Load the authors' model.ckpt, a diffusers folder or a pbe folder. `config`: what shapes cannot tell."""
         ckpt = load_checkpoint(path, config)
@@ -187,14 +198,19 @@ class PaintByExamplePipeline:
             for name, tensor in ckpt.state.items():
                 if tensor.ndim == 4 and name.startswith(("unet.", "vae.")):
                     ckpt.state[name] = tensor.contiguous(memory_format=torch.channels_last)
-        return cls.from_checkpoint(ckpt, torch_dtype, device, channels_last)
+        return cls.from_checkpoint(ckpt, torch_dtype, device, channels_last, autocast)
 
     @classmethod
     def from_checkpoint(
-        cls, ckpt: Checkpoint, torch_dtype=None, device=None, channels_last: bool = False
+        cls,
+        ckpt: Checkpoint,
+        torch_dtype=None,
+        device=None,
+        channels_last: bool = False,
+        autocast: bool = False,
     ) -> PaintByExamplePipeline:
         model = ckpt.model(dtype=torch_dtype, device=device)
-        return cls(model, ckpt.scheduler, device, torch_dtype, channels_last)
+        return cls(model, ckpt.scheduler, device, torch_dtype, channels_last, autocast)
 
     # ----------------------------------------------------------------------------------------------- helpers
 
@@ -321,18 +337,24 @@ class PaintByExamplePipeline:
         unet = self.model.unet
         # per-edit constants (conv_in's share of cond_latents, cross-attention outputs); under guidance one copy of
         # x serves both halves (UNet.prepare, exact up to float rounding)
-        prepared = unet.prepare(cond_latents, context)
+        with self._unet_autocast():
+            prepared = unet.prepare(cond_latents, context)
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             x = x.to(self.dtype)
             inp = torch.cat([x, x]) if guided and prepared.copies == 1 else x
-            eps = unet(inp, t, prepared=prepared)
+            with self._unet_autocast():
+                eps = unet(inp, t, prepared=prepared).to(self.dtype)
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance_scale * (cond - uncond)
             return eps
 
         return denoise
+
+    def _unet_autocast(self):
+        """bf16 autocast around UNet work when the pipeline was made with autocast=True; otherwise a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     def _context(self, exemplars: torch.Tensor, n: int, guidance_scale: float) -> torch.Tensor:
         cond = self._encode_exemplars(exemplars).repeat_interleave(n, dim=0)
@@ -549,7 +571,8 @@ class PaintByExamplePipeline:
             a = self.schedule.alpha_list[int(t)]
             x = a**0.5 * source + (1 - a) ** 0.5 * noise
             inp = torch.cat([torch.cat([x, x]), torch.cat([cond_latents, cond_latents])], dim=1)
-            eps = self.model.unet(inp, t, torch.cat([target, other]))
+            with self._unet_autocast():
+                eps = self.model.unet(inp, t, torch.cat([target, other])).to(self.dtype)
             e_target, e_other = eps.chunk(2)
             total += (e_target - e_other).abs().mean(dim=1, keepdim=True)
         guidance = total / num_maps

@@ -576,3 +576,28 @@ def test_channels_last_option_changes_nothing_but_rounding(folder):
     a = nhwc(*args, generator=torch.Generator().manual_seed(0), **kwargs).images
     b = nchw(*args, generator=torch.Generator().manual_seed(0), **kwargs).images
     assert np.abs(a - b).max() <= 1e-5
+
+
+def test_autocast_option_runs_the_unet_in_bf16(folder, monkeypatch):
+    fast = PaintByExamplePipeline.from_pretrained(folder, autocast=True)
+    exact = PaintByExamplePipeline.from_pretrained(folder)
+    assert fast.autocast and not exact.autocast and fast.dtype == torch.float32
+    seen = []
+    unet_forward = fast.model.unet.forward
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return unet_forward(*args, **kwargs)
+
+    monkeypatch.setattr(fast.model.unet, "forward", spy)
+    args = (photo(32, 48), box_mask(32, 48, (8, 8, 40, 24)), photo(40, 40, seed=1))
+    kwargs = dict(num_inference_steps=3, output_type="np", progress=False)
+    a = fast(*args, generator=torch.Generator().manual_seed(0), **kwargs).images
+    b = exact(*args, generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert seen and set(seen) == {torch.bfloat16}
+    assert a.dtype == b.dtype and 0 < np.abs(a - b).max() <= 0.05  # bf16 rounding: close, not equal
+
+
+def test_autocast_option_refuses_bf16_weights(folder):
+    with pytest.raises(ValueError, match=r"autocast=True expects float32 weights"):
+        PaintByExamplePipeline.from_pretrained(folder, torch_dtype=torch.bfloat16, autocast=True)
