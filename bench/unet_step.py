@@ -116,10 +116,15 @@ def inputs(size: int, dtype: torch.dtype, seed: int = 0):
     return x, cond, context
 
 
+def plain_input(x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """The 9-channel input of a plain guided call: [x; x] with the constant channels."""
+    return torch.cat([x.repeat(2, 1, 1, 1), cond], dim=1)
+
+
 def bench_case(unet: UNet, ref, size: int, dtype: torch.dtype, args, unet_nhwc=None, ref_nhwc=None) -> dict:
     """`unet_nhwc` / `ref_nhwc`: the same weights in channels_last layout (the pipeline's default on CPU)."""
     x, cond, context = inputs(size, dtype)
-    full = torch.cat([x.repeat(2, 1, 1, 1), cond], dim=1)
+    full = plain_input(x, cond)
     if args.channels_last:
         full = full.contiguous(memory_format=torch.channels_last)
     t = torch.tensor(TIMESTEP)
@@ -257,8 +262,7 @@ def profile_case(unet: UNet, ref, size: int, dtype: torch.dtype, top: int) -> No
     from torch.profiler import ProfilerActivity, profile
 
     x, cond, context = inputs(size, dtype)
-    full = torch.cat([x.repeat(2, 1, 1, 1), cond], dim=1)
-    t = torch.tensor(TIMESTEP)
+    full, t = plain_input(x, cond), torch.tensor(TIMESTEP)
     with torch.no_grad():
         prepared = unet.prepare(cond, context)
         calls = {

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pbe.models.attention import Attention
+from pbe.models.conv import Conv2d
 from pbe.models.unet import Downsample, ResBlock, Upsample
 
 
@@ -97,7 +98,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         ch, g = cfg.channels, cfg.norm_groups
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.conv_in = Conv2d(cfg.in_channels, ch[0], 3, padding=1)
         self.down = nn.ModuleList()
         cin = ch[0]
         for i, cout in enumerate(ch):
@@ -109,7 +110,7 @@ class Encoder(nn.Module):
             cin = cout
         self.mid = Middle(cin, g)
         self.norm_out = nn.GroupNorm(g, cin, eps=1e-6)
-        self.conv_out = nn.Conv2d(cin, 2 * cfg.latent_channels, 3, padding=1)
+        self.conv_out = Conv2d(cin, 2 * cfg.latent_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -123,7 +124,7 @@ class Decoder(nn.Module):
         super().__init__()
         ch, g = cfg.channels, cfg.norm_groups
         cin = ch[-1]
-        self.conv_in = nn.Conv2d(cfg.latent_channels, cin, 3, padding=1)
+        self.conv_in = Conv2d(cfg.latent_channels, cin, 3, padding=1)
         self.mid = Middle(cin, g)
         self.up = nn.ModuleList()
         for i, cout in reversed(list(enumerate(ch))):
@@ -134,7 +135,7 @@ class Decoder(nn.Module):
             self.up.append(VAELevel(res, Upsample(cout) if i > 0 else None))
             cin = cout
         self.norm_out = nn.GroupNorm(g, cin, eps=1e-6)
-        self.conv_out = nn.Conv2d(cin, cfg.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(cin, cfg.out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
@@ -148,8 +149,8 @@ class AutoencoderKL(nn.Module):
         super().__init__()
         cfg = self.config = config or VAEConfig()
         self.encoder = Encoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
-        self.post_quant_conv = nn.Conv2d(cfg.latent_channels, cfg.latent_channels, 1)
+        self.quant_conv = Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
+        self.post_quant_conv = Conv2d(cfg.latent_channels, cfg.latent_channels, 1)
         self.decoder = Decoder(cfg)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
