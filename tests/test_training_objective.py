@@ -99,6 +99,28 @@ def test_timesteps_cover_zero_to_999_uniformly():
     assert (counts / counts.sum() - 0.1).abs().max() < 0.02
 
 
+def test_timestep_power_favours_high_noise_as_documented():
+    module, _ = tiny_module("objective.timestep_power=2.0")
+    t = torch.cat([module.draw(4, (1, 1, 1)).timesteps for _ in range(2500)])  # 10k draws
+    assert t.min() >= 0 and t.max() <= 999
+    for x in (0.2, 0.5, 0.8):  # P(t >= x T) = (1 - x)^(1 / power); std of a 10k-draw frequency <= 0.005
+        assert abs((t >= x * 1000).float().mean().item() - (1 - x) ** 0.5) < 0.02
+    with pytest.raises(ValueError, match="timestep_power"):
+        tiny_module("objective.timestep_power=0")
+
+
+def test_cosine_decay_ends_at_the_final_ratio_after_warmup():
+    schedule = LinearWarmup(10, 0.0, total_steps=110, final_ratio=0.1)
+    assert schedule(5) == pytest.approx(0.5) and schedule(10) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(0.55) and schedule(110) == schedule(500) == pytest.approx(0.1)
+    assert all(schedule(s) >= schedule(s + 1) for s in range(10, 120))
+    module, _ = tiny_module("optim.decay=cosine")
+    with pytest.raises(ValueError, match="max_steps"):
+        module.configure_optimizers()  # no trainer: nothing to end the decay at
+    with pytest.raises(ValueError, match="optim.decay"):
+        tiny_module("optim.decay=linear")
+
+
 def test_optimizer_is_adamw_with_the_papers_settings_and_warmup():
     module, _ = tiny_module("optim.lr=1e-5", "optim.warmup_steps=10000")
     conf = module.configure_optimizers()

@@ -5,16 +5,17 @@ Per step, for a batch of (image in [-1, 1], keep-mask 1 = keep, CLIP-normalised 
 - z0 = s * VAE.encode(image).sample(), z_masked = s * VAE.encode(image * keep).sample(), s = the VAE config's
   scale factor (0.18215 for SD): posterior samples, VAE frozen and in eval mode;
 - keep-mask resized to latent size with bilinear interpolation (soft edges, no threshold);
-- t ~ U{0..T-1} per sample; z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps on the 4 latent channels only (the schedule of
-  every Paint-by-Example model, `PAINT_BY_EXAMPLE_SCHEDULER`);
+- t ~ U{0..T-1} per sample (`objective.timestep_power`, not in the paper, can favour the high-noise steps);
+  z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps on the 4 latent channels only (the schedule of every Paint-by-Example
+  model, `PAINT_BY_EXAMPLE_SCHEDULER`);
 - context = exemplar encoder(exemplar), replaced by the learned unconditional vector with probability p
   (`cfg_dropout`, 0.2): one draw for the whole batch per step (the original, default) or one per sample;
 - loss = plain MSE between UNet(cat[z_t, z_masked, mask], t, context) and eps, over the whole latent
   (`objective.mask_loss_weight`, not in the paper, can weight the edit region more; 1.0 is the paper's loss).
 
 Trained: the whole UNet, the mapper, the final LayerNorm, the projection and the unconditional vector (AdamW, lr 1e-5,
-weight decay 0.01, linear warm-up from 1e-6 * lr over 10k steps, then constant). Frozen, in eval mode, never in the
-optimizer: the VAE and the CLIP vision tower.
+weight decay 0.01, linear warm-up from 1e-6 * lr over 10k steps, then constant; `optim.decay=cosine`, not in the
+paper, anneals it for short runs). Frozen, in eval mode, never in the optimizer: the VAE and the CLIP vision tower.
 
 Every random draw of a step comes from one generator seeded by the run's seed and drawn for the *global* batch (all
 ranks draw the same numbers and each takes its slice), so a run on N devices computes what one device computes on
@@ -39,6 +40,7 @@ from pbe.training.model_factory import build_model, plain_config
 
 TIMESTEP_BUCKETS = 10
 CFG_DROPOUT_MODES = ("batch", "sample")
+LR_DECAYS = ("constant", "cosine")
 
 
 @dataclass
@@ -48,8 +50,14 @@ class ObjectiveConfig:
     # Not in the paper (1.0 = its plain MSE): weight of the latent positions inside the edit region relative to
     # those outside; the loss is the weighted mean, so its scale does not change with the mask's area.
     mask_loss_weight: float = 1.0
+    # Not in the paper (1.0 = its t ~ U{0..T-1}): t = floor(T * (1 - (1 - u)^power)), u ~ U[0, 1), so that
+    # P(t >= x T) = (1 - x)^(1 / power); power > 1 favours the high-noise steps, where the edit region's content
+    # (the exemplar's colour and shape) is not yet readable from z_t and must come from the conditioning.
+    timestep_power: float = 1.0
 
     def __post_init__(self):
+        if not (math.isfinite(self.timestep_power) and self.timestep_power > 0):
+            raise ValueError(f"objective.timestep_power must be > 0 and finite, got {self.timestep_power!r}")
         if not (math.isfinite(self.mask_loss_weight) and self.mask_loss_weight > 0):
             raise ValueError(
                 f"objective.mask_loss_weight must be > 0 and finite, got {self.mask_loss_weight!r}"
@@ -71,9 +79,17 @@ class OptimConfig:
     warmup_steps: int = 10_000
     warmup_start: float = 1.0e-6  # warm-up starts at warmup_start * lr
     scale_lr: bool = False  # LDM-style: lr *= global batch size (devices x nodes x batch x accumulation)
+    # After the warm-up: "constant" (the paper) or "cosine" (not in the paper: half a cosine from lr down to
+    # final_lr_ratio * lr at trainer.max_steps, which short runs need far more than long ones)
+    decay: str = "constant"
+    final_lr_ratio: float = 0.0
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        if self.decay not in LR_DECAYS:
+            raise ValueError(f"optim.decay must be one of {LR_DECAYS}, got {self.decay!r}")
+        if not 0.0 <= self.final_lr_ratio <= 1.0:
+            raise ValueError(f"optim.final_lr_ratio must be in [0, 1], got {self.final_lr_ratio!r}")
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr!r}")
         if self.warmup_steps < 0:
@@ -102,17 +118,26 @@ def make_config(cls, values: Mapping | None, name: str):
 
 
 class LinearWarmup:
-    """lr factor: warmup_start + (1 - warmup_start) * step / warmup_steps for step < warmup_steps, then 1.
+    """lr factor: warmup_start + (1 - warmup_start) * step / warmup_steps for step < warmup_steps, then 1, or with
+    `total_steps` a half cosine from 1 at the warm-up's end down to `final_ratio` at `total_steps` (and after).
 
     A class (not a lambda) so that LambdaLR saves its state as plain numbers."""
 
-    def __init__(self, warmup_steps: int, warmup_start: float):
+    def __init__(
+        self, warmup_steps: int, warmup_start: float, total_steps: int | None = None, final_ratio: float = 0.0
+    ):
         self.warmup_steps, self.warmup_start = int(warmup_steps), float(warmup_start)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.final_ratio = float(final_ratio)
 
     def __call__(self, step: int) -> float:
-        if step >= self.warmup_steps:
+        if step < self.warmup_steps:
+            return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup_steps
+        if self.total_steps is None:
             return 1.0
-        return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.final_ratio + (1.0 - self.final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -219,7 +244,12 @@ class PaintByExampleModule(L.LightningModule):
         """Draws for the global batch (batch_size x world size), sliced to this rank."""
         rank, world = self.world()
         g, n, dev = self.draw_generator(), batch_size * world, self.device
-        timesteps = torch.randint(0, self.num_train_timesteps, (n,), generator=g, device=dev)
+        T, power = self.num_train_timesteps, self.objective.timestep_power
+        if power == 1.0:
+            timesteps = torch.randint(0, T, (n,), generator=g, device=dev)
+        else:
+            u = torch.rand(n, generator=g, device=dev, dtype=torch.float64)
+            timesteps = (T * (1.0 - (1.0 - u) ** power)).long().clamp_(0, T - 1)
         u = torch.rand(n, generator=g, device=dev)
         p = self.objective.cfg_dropout
         drop = (u[:1] < p).expand(n) if self.objective.cfg_dropout_mode == "batch" else u < p
@@ -480,8 +510,13 @@ class PaintByExampleModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
         )
+        total = None
+        if cfg.decay == "cosine":
+            total = self.trainer.max_steps if self._trainer is not None else -1
+            if total is None or total <= 0:
+                raise ValueError("optim.decay=cosine needs trainer.max_steps (the step the decay ends at)")
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, LinearWarmup(cfg.warmup_steps, cfg.warmup_start)
+            optimizer, LinearWarmup(cfg.warmup_steps, cfg.warmup_start, total, cfg.final_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
