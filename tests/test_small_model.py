@@ -74,10 +74,17 @@ def test_small_recipe_retrains_from_scratch(tmp_path, one_torch_thread):
     assert ckpt.config.unet.in_channels == 9 and ckpt.config.vae.downsample_factor == 4
     for stage_file in ("autoencoder/vae.safetensors", "vision/vision.safetensors"):
         assert (run_dir / stage_file).is_file()
-    # the frozen parts of the exported model are the stages' outputs
-    vae_state, _ = read_safetensors(run_dir / "autoencoder/vae.safetensors")
-    key = next(iter(vae_state))
-    assert torch.equal(ckpt.state[f"vae.{key}"], vae_state[key])
+    # the frozen parts of the exported model are the stages' float32 outputs, although the diffusion stage held
+    # them in bf16 (model.frozen_dtype)
+    assert cfg.model.frozen_dtype == "bf16"
+    for stage_file, prefix in (
+        ("autoencoder/vae.safetensors", "vae."),
+        ("vision/vision.safetensors", "encoder.vision."),
+    ):
+        state, _ = read_safetensors(run_dir / stage_file)
+        for key, value in state.items():
+            exported = ckpt.state[prefix + key]
+            assert exported.dtype == torch.float32 and torch.equal(exported, value), key
 
 
 def test_demo_edits_synthetic_scenes_and_the_four_photos(tmp_path, one_torch_thread):

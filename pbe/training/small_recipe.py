@@ -4,7 +4,8 @@
 2. vision tower (`pbe.training.vision_pretrain`), same;
 3. diffusion: the paper's objective (`pbe.training.run.train_diffusion`) with both of the above loaded through
    `model.init.vae` / `model.init.vision` and frozen;
-4. export of the trained weights in pbe's native layout to `<run>/model` (and to `small.export` when set);
+4. export of the trained weights in pbe's native layout to `<run>/model` (and to `small.export` when set), the
+   frozen parts taken from their stages' float32 files (training may hold them in bf16: `model.frozen_dtype`);
 5. a summary: time per stage, the stages' own metrics and a colour check on `small.summary_edits` held-out edits.
 """
 
@@ -16,10 +17,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pbe.checkpoints.formats import load_checkpoint
+from pbe.checkpoints.formats import load_checkpoint, save_checkpoint
 from pbe.checkpoints.tensor_io import read_safetensors
 from pbe.training.autoencoder import train_autoencoder
-from pbe.training.stage_utils import save_tensors
+from pbe.training.stage_utils import load_tensors, save_tensors
 from pbe.training.vision_pretrain import train_vision
 
 
@@ -61,6 +62,20 @@ def diffusion_config(cfg: dict, vae: Path, vision: Path) -> DictConfig:
     return OmegaConf.create(c)
 
 
+def export_small(lightning_ckpt: Path, dst: str | Path, vae: Path, vision: Path) -> list[Path]:
+    """The run's weights in the native layout, with the autoencoder and vision tower exactly as their stages wrote
+    them (float32), whatever dtype the diffusion stage held them in."""
+    from pbe.checkpoints.lightning_ckpt import read_lightning
+
+    ckpt = read_lightning(Path(lightning_ckpt))
+    for prefix, path in (("vae.", vae), ("encoder.vision.", vision)):
+        for key, value in load_tensors(path).items():
+            if prefix + key not in ckpt.state:
+                raise KeyError(f"{path}: {key!r} is not a weight of the trained model's {prefix[:-1]}")
+            ckpt.state[prefix + key] = value
+    return save_checkpoint(ckpt, dst, "native", overwrite=True, progress=False)
+
+
 def stage_metric(path: Path, key: str) -> str:
     _, meta = read_safetensors(path)
     value = meta.get(key)
@@ -81,7 +96,6 @@ def final_loss(run_dir: Path) -> str:
 
 
 def train_small(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None = None) -> Path:
-    from pbe.training.export import export_weights
     from pbe.training.run import train_diffusion
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -100,9 +114,9 @@ def train_small(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None = 
     clock.run("diffusion", train_diffusion, diffusion_config(c, vae, vision), run_dir, callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     model_dir = run_dir / "model"
-    clock.run("export", lambda: export_weights(last, model_dir, to="native", overwrite=True))
+    clock.run("export", export_small, last, model_dir, vae, vision)
     if export:
-        export_weights(last, export, to="native", overwrite=True)
+        export_small(last, export, vae, vision)
     scores = None
     if small.get("summary_edits", 0):
         from pbe.small.evaluate import quick_colour_check
