@@ -42,10 +42,11 @@ def test_committed_small_model_paints_the_exemplar_colour(one_torch_thread):
     cond = colour_errors(generate(load_pipeline(small_model_path()), edits, settings=settings), edits)
     uncond_pipe = load_pipeline(small_model_path(), unconditional=True)
     uncond = colour_errors(generate(uncond_pipe, edits, settings=settings), edits)
-    # RGB distance (0-255) of the painted object's colour to the exemplar's; measured 94 vs 172 (ratio 0.55) on
-    # these edits with the committed weights. An exemplar the model ignored would give about the unconditional error.
-    assert np.mean(cond) < 0.7 * np.mean(uncond), (cond, uncond)
-    assert np.median(cond) < 125, cond
+    # RGB distance (0-255) of the painted object's colour to the exemplar's; measured 64.7 vs 185.3 (ratio 0.35,
+    # median 66.9) on these edits with the committed weights. An exemplar the model ignored would give about the
+    # unconditional error.
+    assert np.mean(cond) < 0.5 * np.mean(uncond), (cond, uncond)
+    assert np.median(cond) < 100, cond
 
 
 def test_small_recipe_retrains_from_scratch(tmp_path, one_torch_thread):
