@@ -251,3 +251,19 @@ def test_mask_loss_weight_is_a_weighted_mean_over_the_edit_region():
     assert abs(loss.item() - expected.item()) < 1e-6 and abs(loss.item() - plain.item()) > 1e-4
     with pytest.raises(ValueError, match="mask_loss_weight"):
         tiny_module("objective.mask_loss_weight=0")
+
+
+@pytest.mark.parametrize("patch_tokens", [False, True])
+def test_frozen_parts_in_bf16_give_a_float32_loss_with_and_without_the_bottleneck(patch_tokens):
+    module, c = tiny_module(
+        "model.frozen_dtype=bf16", f"++model.config.encoder.use_patch_tokens={patch_tokens}"
+    )
+    assert module.model.vae.quant_conv.weight.dtype == torch.bfloat16
+    assert module.model.encoder.vision.post_norm.weight.dtype == torch.bfloat16
+    batch = ExemplarDataModule(c["data"], c["loader"], seed=c["seed"]).fixed_items(2)
+    context = module.context(batch["exemplar"], torch.tensor([False, False]))
+    assert context.dtype == torch.float32 and context.shape[1] == (
+        1 + module.model.encoder.config.vision.num_patches if patch_tokens else 1
+    )
+    loss, _ = module.losses(batch, fixed_draws())
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)

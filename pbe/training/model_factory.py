@@ -144,11 +144,14 @@ def build_model(model_cfg: Mapping, seed: int = 23) -> PaintByExample:
 
 
 def cast_frozen(model: PaintByExample, dtype: torch.dtype) -> None:
-    """Keep the frozen VAE and vision tower in `dtype`; the vision tower takes and returns float32 as before."""
+    """Keep the frozen VAE and vision tower in `dtype`; the vision tower takes and returns float32 as before, and so
+    does its final LayerNorm, which the encoder also applies on its own to the patch tokens (no bottleneck)."""
     model.vae.to(dtype)
     vision = model.encoder.vision.to(dtype)
     vision.register_forward_pre_hook(lambda module, args: tuple(a.to(dtype) for a in args))
     vision.register_forward_hook(lambda module, args, out: tuple(o.float() for o in out))
+    vision.post_norm.register_forward_pre_hook(lambda module, args: tuple(a.to(dtype) for a in args))
+    vision.post_norm.register_forward_hook(lambda module, args, out: out.float())
 
 
 def plain_config(config: PaintByExampleConfig) -> dict:
