@@ -22,6 +22,7 @@ from pbe.small.evaluate import (
     mask_iou,
     other_exemplars,
     shape_accuracy,
+    shape_predictions,
     similarity_to_exemplar,
 )
 from pbe.small.scenes import Edit, held_out_edits
@@ -166,6 +167,33 @@ def ablation_table(all_scores: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_difference(base: np.ndarray, other: np.ndarray) -> dict:
+    """Mean of `other - base` over the same edits and its standard error (paired: per-edit differences)."""
+    base, other = np.asarray(base, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if base.shape != other.shape or base.ndim != 1 or len(base) < 2:
+        raise ValueError(
+            f"paired scores need two 1-D arrays of the same length >= 2, got shapes {base.shape} and {other.shape}"
+        )
+    diff = other - base
+    return {"mean": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+
+
+def paired_table(all_scores: dict[str, dict]) -> str:
+    """Differences of every model from the first one, paired over the same edits (mean +- standard error)."""
+    names = list(all_scores)
+    lines = [
+        f"| vs {names[0]} | colour error (exemplar) | shape acc. |",
+        "| --- | ---: | ---: |",
+    ]
+    for name in names[1:]:
+        paired = all_scores[name]["paired_vs_first"]
+        colour, shape = paired["colour_error_exemplar"], paired["shape_accuracy"]
+        lines.append(
+            f"| {name} | {colour['mean']:+.1f} +- {colour['se']:.1f} | {shape['mean']:+.3f} +- {shape['se']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def shown_path(path) -> str:
     """`path` relative to the working directory when inside it (no machine paths in committed reports)."""
     try:
@@ -195,18 +223,34 @@ def run_ablation_report(
 ) -> dict:
     classifier, classifier_accuracy = shape_classifier()
     edits, copy_edits = held_out_sets(count, copy_count)
-    all_scores, columns, copy_columns = {}, {}, {}
+    all_scores, columns, copy_columns, per_edit = {}, {}, {}, {}
     for name, model_dir in models.items():
         scores, results = evaluate_model(model_dir, classifier, edits, copy_edits, settings, full=False)
         scores["model"] = shown_path(model_dir)
         all_scores[name], columns[name] = scores, results[:8]
+        right = [p == e.exemplar_shape for p, e in zip(shape_predictions(classifier, results, edits), edits)]
+        per_edit[name] = {
+            "colour_error_exemplar": colour_errors(results, edits),
+            "shape_accuracy": np.asarray(right, dtype=np.float64),
+        }
         copy_columns[name] = generate(
             load_pipeline(model_dir), copy_edits[:8], settings=settings, desc="figure"
         )
+    first = next(iter(models))
+    for name in list(models)[1:]:
+        all_scores[name]["paired_vs_first"] = {
+            key: paired_difference(per_edit[first][key], values) for key, values in per_edit[name].items()
+        }
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"classifier_accuracy": classifier_accuracy, "settings": asdict(settings), "models": all_scores}
     (out_dir / "ablation.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out_dir / "ablation.md").write_text(ablation_table(all_scores) + "\n")
+    tables = ablation_table(all_scores)
+    if len(models) > 1:
+        tables += (
+            "\n\nPaired over the same edits (mean difference +- its standard error):\n\n"
+            + paired_table(all_scores)
+        )
+    (out_dir / "ablation.md").write_text(tables + "\n")
     edits_figure(edits[:8], columns, out_dir / "ablation_edits.png")
     edits_figure(copy_edits[:8], copy_columns, out_dir / "ablation_copy_paste.png")
     return payload

@@ -1,0 +1,33 @@
+"""The ablation report's paired comparison (pure functions: no model is run)."""
+
+import numpy as np
+import pytest
+
+from pbe.small.report import paired_difference, paired_table
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_per_edit_differences():
+    base = np.array([10.0, 20.0, 30.0, 40.0])
+    other = np.array([12.0, 21.0, 35.0, 42.0])  # differences 2, 1, 5, 2
+    out = paired_difference(base, other)
+    assert out["mean"] == pytest.approx(2.5)
+    assert out["se"] == pytest.approx(np.std([2, 1, 5, 2], ddof=1) / 2)
+    # a shift shared by every edit has no uncertainty, however spread the scores are
+    assert paired_difference(base, base + 3)["se"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="paired"):
+        paired_difference(base, other[:3])
+
+
+def test_paired_table_lists_every_model_after_the_first():
+    scores = {
+        "small": {},
+        "variant": {
+            "paired_vs_first": {
+                "colour_error_exemplar": {"mean": 5.43, "se": 2.03},
+                "shape_accuracy": {"mean": -0.025, "se": 0.03},
+            }
+        },
+    }
+    table = paired_table(scores).splitlines()
+    assert table[0].startswith("| vs small |") and len(table) == 3
+    assert table[2] == "| variant | +5.4 +- 2.0 | -0.025 +- 0.030 |"
