@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from training_helpers import compose, losses
 
 from pbe.training.datamodule import ExemplarDataModule, one_thread_worker
-from pbe.training.module import Draws, LinearWarmup, PaintByExampleModule, trained_parameter_names
+from pbe.training.module import Draws, PaintByExampleModule, WarmupSchedule, trained_parameter_names
 from pbe.training.run import train
 
 
@@ -110,7 +110,7 @@ def test_timestep_power_favours_high_noise_as_documented():
 
 
 def test_cosine_decay_ends_at_the_final_ratio_after_warmup():
-    schedule = LinearWarmup(10, 0.0, total_steps=110, final_ratio=0.1)
+    schedule = WarmupSchedule(10, 0.0, total_steps=110, final_ratio=0.1)
     assert schedule(5) == pytest.approx(0.5) and schedule(10) == pytest.approx(1.0)
     assert schedule(60) == pytest.approx(0.55) and schedule(110) == schedule(500) == pytest.approx(0.1)
     assert all(schedule(s) >= schedule(s + 1) for s in range(10, 120))
@@ -128,7 +128,7 @@ def test_optimizer_is_adamw_with_the_papers_settings_and_warmup():
     assert isinstance(opt, torch.optim.AdamW)
     group = opt.param_groups[0]
     assert group["lr"] == pytest.approx(1e-5 * 1e-6) and group["weight_decay"] == 0.01
-    warm = LinearWarmup(10000, 1e-6)
+    warm = WarmupSchedule(10000, 1e-6)
     assert (
         warm(0) == 1e-6 and warm(5000) == pytest.approx(0.5, abs=1e-6) and warm(10000) == warm(10**6) == 1.0
     )

@@ -93,9 +93,14 @@ def shape_predictions(classifier, results: np.ndarray, edits: list[Edit]) -> lis
     return [SHAPE_NAMES[i] for i in classifier.predict(crops).tolist()]
 
 
-def shape_accuracy(classifier, results: np.ndarray, edits: list[Edit]) -> float:
+def shape_hits(classifier, results: np.ndarray, edits: list[Edit]) -> np.ndarray:
+    """Per edit: 1.0 where the classifier sees the exemplar's shape in the result's mask box, else 0.0."""
     predicted = shape_predictions(classifier, results, edits)
-    return float(np.mean([p == e.exemplar_shape for p, e in zip(predicted, edits)]))
+    return np.asarray([p == e.exemplar_shape for p, e in zip(predicted, edits)], dtype=np.float64)
+
+
+def shape_accuracy(classifier, results: np.ndarray, edits: list[Edit]) -> float:
+    return float(shape_hits(classifier, results, edits).mean())
 
 
 def outside_mask(edit: Edit, margin: int = 2) -> np.ndarray:

@@ -22,7 +22,7 @@ from pbe.small.evaluate import (
     mask_iou,
     other_exemplars,
     shape_accuracy,
-    shape_predictions,
+    shape_hits,
     similarity_to_exemplar,
 )
 from pbe.small.scenes import Edit, held_out_edits
@@ -228,10 +228,9 @@ def run_ablation_report(
         scores, results = evaluate_model(model_dir, classifier, edits, copy_edits, settings, full=False)
         scores["model"] = shown_path(model_dir)
         all_scores[name], columns[name] = scores, results[:8]
-        right = [p == e.exemplar_shape for p, e in zip(shape_predictions(classifier, results, edits), edits)]
         per_edit[name] = {
             "colour_error_exemplar": colour_errors(results, edits),
-            "shape_accuracy": np.asarray(right, dtype=np.float64),
+            "shape_accuracy": shape_hits(classifier, results, edits),
         }
         copy_columns[name] = generate(
             load_pipeline(model_dir), copy_edits[:8], settings=settings, desc="figure"

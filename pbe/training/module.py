@@ -117,9 +117,10 @@ def make_config(cls, values: Mapping | None, name: str):
         raise ValueError(f"{name}: {e}") from None
 
 
-class LinearWarmup:
-    """lr factor: warmup_start + (1 - warmup_start) * step / warmup_steps for step < warmup_steps, then 1, or with
-    `total_steps` a half cosine from 1 at the warm-up's end down to `final_ratio` at `total_steps` (and after).
+class WarmupSchedule:
+    """The lr factor per step (LambdaLR): warmup_start + (1 - warmup_start) * step / warmup_steps for step <
+    warmup_steps, then 1, or with `total_steps` a half cosine from 1 at the warm-up's end down to `final_ratio` at
+    `total_steps` (and after).
 
     A class (not a lambda) so that LambdaLR saves its state as plain numbers."""
 
@@ -516,7 +517,7 @@ class PaintByExampleModule(L.LightningModule):
             if total is None or total <= 0:
                 raise ValueError("optim.decay=cosine needs trainer.max_steps (the step the decay ends at)")
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, LinearWarmup(cfg.warmup_steps, cfg.warmup_start, total, cfg.final_lr_ratio)
+            optimizer, WarmupSchedule(cfg.warmup_steps, cfg.warmup_start, total, cfg.final_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
