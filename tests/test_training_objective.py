@@ -119,6 +119,8 @@ def test_cosine_decay_ends_at_the_final_ratio_after_warmup():
         module.configure_optimizers()  # no trainer: nothing to end the decay at
     with pytest.raises(ValueError, match="optim.decay"):
         tiny_module("optim.decay=linear")
+    with pytest.raises(ValueError, match="final_lr_ratio"):
+        tiny_module("optim.final_lr_ratio=1.5")
 
 
 def test_optimizer_is_adamw_with_the_papers_settings_and_warmup():
