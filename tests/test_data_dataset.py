@@ -241,3 +241,80 @@ def test_full_mask_p_zero_draws_nothing_and_some_masks_are_full_in_between():
     assert 3 <= sum(full) <= 21
     with pytest.raises(ValueError, match="full_mask_p"):
         tiny_dataset(full_mask_p=1.5)
+
+
+def test_recolour_p_one_recolours_only_the_object_and_leaves_the_other_draws_alone():
+    base, recoloured = tiny_dataset(seed=7), tiny_dataset(seed=7, recolour_p=1.0)
+    for i in range(4):
+        a, b = base[i], recoloured[i]
+        assert_same_sample(a, b)  # the recolour stage draws from its own generator
+        assert "noisy_image" not in a and bool(b["recoloured"])
+        changed = (b["noisy_image"] - b["image"]).abs().amax(0) > 1e-6
+        # only pixels near the chosen object's box change (resize blur: one pixel of slack)
+        assert changed.any() and not (changed & ~box_region(b["box"], 32, grow=1.5)).any()
+        assert b["noisy_image"].min() >= -1 and b["noisy_image"].max() <= 1
+
+
+def test_recoloured_object_is_far_from_its_colour_and_keeps_its_shading():
+    import numpy as np
+
+    from pbe.data.augment import recolour_object
+
+    pixels, boxes, _, masks = SOURCE.render_with_masks(3)
+    image = torch.from_numpy(pixels).permute(2, 0, 1)
+    coverage = torch.from_numpy(masks[0])
+    out = recolour_object(image, coverage, np.random.default_rng(0), min_distance=150.0)
+    inside, outside = coverage > 0.99, coverage == 0
+    assert torch.equal(out[:, outside], image[:, outside])
+    before, after = image[:, inside].float(), out[:, inside].float()
+    assert (after.mean(1) - before.mean(1)).norm() >= 150.0 - 2.0  # rounding and clamping
+    shift = after - before  # one colour shift for the whole object, except where clamped
+    unclamped = ((after > 0) & (after < 255)).all(0)
+    assert (shift[:, unclamped] - shift[:, unclamped].median(1, keepdim=True).values).abs().max() <= 1
+    with pytest.raises(ValueError, match="coverage is empty"):
+        recolour_object(image, torch.zeros_like(coverage), np.random.default_rng(0))
+
+
+def test_recolour_p_needs_a_source_with_object_masks_and_a_probability():
+    class BoxesOnly:
+        def __len__(self):
+            return len(SOURCE)
+
+        def open(self, index):
+            return dataclasses.replace(SOURCE.open(index), masks=None)
+
+    with pytest.raises(ValueError, match="recolour_p=0.5 needs a source with object masks"):
+        ExemplarEditDataset(BoxesOnly(), dataclasses.replace(TINY, recolour_p=0.5))
+    with pytest.raises(ValueError, match="recolour_p"):
+        tiny_dataset(recolour_p=-0.1)
+    with pytest.raises(ValueError, match="recolour_min_distance"):
+        tiny_dataset(recolour_min_distance=300.0)
+    half = tiny_dataset(seed=8, recolour_p=0.5)
+    flags = [bool(half[i]["recoloured"]) for i in range(24)]
+    assert 3 <= sum(flags) <= 21
+    for i in range(24):  # not recoloured: the noisy image is the image itself
+        if not flags[i]:
+            assert torch.equal(half[i]["noisy_image"], half[i]["image"])
+
+
+def test_recolour_with_a_palette_paints_another_palette_colour():
+    import numpy as np
+
+    from pbe.data.augment import recolour_object
+    from pbe.data.synthetic import COLOURS
+
+    pixels, _, labels, masks = SOURCE.render_with_masks(5)
+    image = torch.from_numpy(pixels).permute(2, 0, 1)
+    coverage = torch.from_numpy(masks[0])
+    own = torch.tensor(COLOURS[labels[0].split(" ")[0]], dtype=torch.float32)
+    palette = list(COLOURS.values())
+    inside = coverage > 0.99
+    seen = set()
+    for seed in range(12):
+        after = recolour_object(image, coverage, np.random.default_rng(seed), 96.0, palette)[:, inside].float()
+        target = after.mean(1)  # the object's new mean colour: a palette colour (up to shading and clamping)
+        distances = torch.tensor([float((target - torch.tensor(c).float()).norm()) for c in palette])
+        nearest = int(distances.argmin())
+        assert distances[nearest] < 12 and float((torch.tensor(palette[nearest]).float() - own).norm()) >= 90
+        seen.add(nearest)
+    assert len(seen) >= 3  # drawn, not always the same colour

@@ -1,5 +1,6 @@
 """The paper's objective, optimizer and safeguards in PaintByExampleModule, on the tiny preset."""
 
+import dataclasses
 import math
 
 import lightning as L
@@ -269,3 +270,39 @@ def test_frozen_parts_in_bf16_give_a_float32_loss_with_and_without_the_bottlenec
     )
     loss, _ = module.losses(batch, fixed_draws())
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    z0, _, _ = module.encode_latents(batch, fixed_draws())
+    full, _ = tiny_module(f"++model.config.encoder.use_patch_tokens={patch_tokens}")
+    full.model.load_state_dict(module.model.state_dict())  # the same weights, frozen parts back in float32
+    reference, _, _ = full.encode_latents(batch, fixed_draws())
+    assert z0.dtype == torch.float32 and (z0 - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_recoloured_samples_are_noised_from_the_copy_with_the_noise_that_leads_from_z0():
+    module, c = tiny_module("data.augment.recolour_p=1.0", "objective.recolour_min_t=500")
+    batch = ExemplarDataModule(c["data"], c["loader"], seed=c["seed"]).fixed_items(2)
+    assert batch["recoloured"].all() and not torch.equal(batch["noisy_image"], batch["image"])
+    draws = fixed_draws()  # t = 17 (below recolour_min_t: plain) and 903 (trains on the recoloured copy)
+    loss, _ = module.losses(batch, draws)
+    with torch.no_grad():
+        z0, z_masked, keep = module.encode_latents(batch, draws)
+        z_copy, _, _ = module.encode_latents({**batch, "image": batch["noisy_image"]}, draws)
+        start = torch.stack([z0[0], z_copy[1]])
+        a = module.alphas_cumprod[draws.timesteps][:, None, None, None]
+        z_t = a.sqrt() * start + (1 - a).sqrt() * draws.noise
+        target = (z_t - a.sqrt() * z0) / (1 - a).sqrt()  # the eps under which z_t came from z0
+        x = torch.cat([z_t, z_masked, keep], 1)
+        eps = module.model.unet(x, draws.timesteps, module.model.encoder(batch["exemplar"]))
+        w = 1 + (module.objective.mask_loss_weight - 1) * (1 - keep)
+        expected = (((eps - target) ** 2) * w).mean() / w.mean()
+    assert abs(loss.item() - expected.item()) < 1e-5
+    # nothing recoloured where t < recolour_min_t or the exemplar is dropped: the plain loss
+    unrecoloured = {k: v for k, v in batch.items() if k not in ("noisy_image", "recoloured")}
+    plain, _ = module.losses(unrecoloured, draws)
+    assert abs(loss.item() - plain.item()) > 1e-4
+    module.objective.recolour_min_t = 1000
+    assert module.losses(batch, draws)[0].item() == plain.item()
+    module.objective.recolour_min_t = 0
+    dropped = dataclasses.replace(draws, drop=torch.tensor([True, True]))
+    assert module.losses(batch, dropped)[0].item() == module.losses(unrecoloured, dropped)[0].item()
+    with pytest.raises(ValueError, match="recolour_min_t"):
+        tiny_module("objective.recolour_min_t=-1")

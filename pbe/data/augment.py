@@ -47,6 +47,12 @@ class AugmentConfig:
     # Not in the paper: probability that the whole image is the edit region (the small model uses it so that
     # `generate_mask`, which asks the UNet to repaint everything, sees that case in training).
     full_mask_p: float = 0.0
+    # Not in the paper: probability that the sample also carries `noisy_image`, a copy of `image` whose chosen object
+    # is shifted to a random other colour (needs a source with object masks: data=synthetic). The objective noises
+    # that copy for t >= objective.recolour_min_t and still asks for `image`: the exemplar, not z_t, must then
+    # decide the object's colour (what `generate_mask` and strength < 1 edits rely on; see docs/small_model.md).
+    recolour_p: float = 0.0
+    recolour_min_distance: float = 96.0  # RGB distance (0-255) of the new colour from the object's mean
     square_crop: bool = True  # random square window around the extended box; off: squash the whole image
     crop_shrink_ratio: float = 0.6  # the window shrinks by randint(0, int(ratio * smallest margin)) per side
     # Where pbe deliberately departs from the original code (data/augment=original switches all three back):
@@ -58,7 +64,7 @@ class AugmentConfig:
         for name in ("mask_style", "crop_style"):
             if getattr(self, name) not in ("pbe", "original"):
                 raise ValueError(f"{name} must be 'pbe' or 'original', got {getattr(self, name)!r}")
-        for name in ("flip_p", "rotate_p", "blur_p", "elastic_p", "bezier_p", "full_mask_p"):
+        for name in ("flip_p", "rotate_p", "blur_p", "elastic_p", "bezier_p", "full_mask_p", "recolour_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
@@ -85,6 +91,11 @@ class AugmentConfig:
             )
         if self.blur_kernel_max // 2 >= self.exemplar_size:
             raise ValueError(f"blur_kernel_max must be below 2 * exemplar_size, got {self.blur_kernel_max}")
+        if not 0.0 <= self.recolour_min_distance <= 220.0:
+            raise ValueError(
+                f"recolour_min_distance must be in [0, 220] (RGB units; larger may admit no colour), "
+                f"got {self.recolour_min_distance}"
+            )
         for name in ("rotate_limit", "elastic_alpha", "elastic_sigma", "elastic_alpha_affine"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -245,3 +256,42 @@ def resize_image(image: torch.Tensor, size: int, antialias: bool = True) -> torc
     if antialias:
         return TF.resize(image, [size, size], antialias=True).float() / 127.5 - 1
     return TF.resize(image.float() / 127.5 - 1, [size, size], antialias=False)
+
+
+def recolour_object(
+    image: torch.Tensor,
+    coverage: torch.Tensor,
+    rng: np.random.Generator,
+    min_distance: float = 96.0,
+    palette: list[tuple[float, float, float]] | None = None,
+) -> torch.Tensor:
+    """uint8 (3, H, W) ``image`` with the object of ``coverage`` (float (H, W) in [0, 1]) shifted to another colour
+    at least ``min_distance`` (RGB, 0-255) from the object's mean colour; its shading moves along.
+
+    With ``palette`` (the colours objects of the source have), one of its colours that far away, drawn uniformly
+    (the farthest if none is): the new colour then looks like any other object's, so the model cannot tell a
+    recoloured object by an unusual colour. Without, up to 64 uniform RGB draws, else the RGB cube's corner farthest
+    from the mean (always >= 220 away)."""
+    weight = coverage.float()
+    total = float(weight.sum())
+    if total <= 0:
+        raise ValueError("recolour_object: coverage is empty (the object has no pixel)")
+    mean = (image.float() * weight).sum(dim=(1, 2)) / total
+    if palette is not None:
+        colours = torch.tensor(palette, dtype=torch.float32)
+        distance = (colours - mean).norm(dim=1)
+        far = torch.nonzero(distance >= min_distance).flatten()
+        pick = int(far[int(rng.integers(len(far)))]) if len(far) else int(distance.argmax())
+        return shift_colour(image, weight, colours[pick] - mean)
+    for _ in range(64):
+        colour = torch.from_numpy(rng.uniform(0.0, 255.0, size=3)).float()
+        if float((colour - mean).norm()) >= min_distance:
+            break
+    else:
+        colour = torch.where(mean < 127.5, 255.0, 0.0)
+    return shift_colour(image, weight, colour - mean)
+
+
+def shift_colour(image: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    shifted = image.float() + weight[None] * shift[:, None, None]
+    return shifted.round().clamp(0, 255).to(torch.uint8)

@@ -7,6 +7,8 @@
 - ``masked_image``: ``image * mask``;
 - ``exemplar``: float (3, E, E), the augmented box crop, CLIP-normalised (E = 224 by default);
 - ``box``: float (4,), the chosen box in ``image`` pixel coordinates (x0, y0, x1, y1);
+- with ``recolour_p > 0`` (not in the paper) also ``noisy_image``, float (3, S, S): ``image``, or with probability
+  ``recolour_p`` a copy whose chosen object has another colour, and ``recoloured``, a bool tensor saying which;
 - ``meta``: image id, label, the boxes in source pixels and every augmentation decision.
 
 All randomness comes from numpy generators seeded by ``(seed, epoch, index, attempt)``, one per stage, so the
@@ -25,7 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torchvision.transforms.v2 import functional as TF
 
-from pbe.data.augment import AugmentConfig, augment_exemplar, resize_image, sample_exemplar_params
+from pbe.data.augment import (
+    AugmentConfig,
+    augment_exemplar,
+    recolour_object,
+    resize_image,
+    sample_exemplar_params,
+)
 from pbe.data.masks import bezier_outline, edit_mask, extend_box, pad_box, square_crop_window
 from pbe.data.sources import (
     CocoSource,
@@ -37,7 +45,8 @@ from pbe.data.sources import (
 )
 from pbe.data.synthetic import SyntheticSource
 
-STAGES = ("box", "exemplar", "mask", "crop", "retry")
+# a stage appended here leaves the other stages' draws as they were (SeedSequence children are numbered)
+STAGES = ("box", "exemplar", "mask", "crop", "retry", "recolour")
 
 
 def sample_generators(seed: int, epoch: int, index: int, attempt: int) -> dict[str, np.random.Generator]:
@@ -46,8 +55,14 @@ def sample_generators(seed: int, epoch: int, index: int, attempt: int) -> dict[s
     return {stage: np.random.default_rng(child) for stage, child in zip(STAGES, children)}
 
 
-def make_sample(item: SourceImage, config: AugmentConfig, rngs: dict[str, np.random.Generator]) -> dict:
-    """Turn a source image with usable boxes into one training sample (see the module docstring)."""
+def make_sample(
+    item: SourceImage,
+    config: AugmentConfig,
+    rngs: dict[str, np.random.Generator],
+    palette: list[tuple[float, float, float]] | None = None,
+) -> dict:
+    """Turn a source image with usable boxes into one training sample (see the module docstring); ``palette``: the
+    source's object colours, for ``recolour_p``."""
     image = item.image
     _, height, width = image.shape
     choice = int(rngs["box"].integers(len(item.boxes)))
@@ -86,7 +101,7 @@ def make_sample(item: SourceImage, config: AugmentConfig, rngs: dict[str, np.ran
     scale = torch.tensor([size / (wx1 - wx0), size / (wy1 - wy0)] * 2)
     offset = torch.tensor([wx0, wy0] * 2, dtype=torch.float32)
 
-    return {
+    sample = {
         "image": target,
         "mask": mask,
         "masked_image": target * mask,
@@ -109,6 +124,20 @@ def make_sample(item: SourceImage, config: AugmentConfig, rngs: dict[str, np.ran
             "elastic": params.elastic,
         },
     }
+    if config.recolour_p > 0:  # no draw at all when off
+        noisy, recoloured = image, bool(rngs["recolour"].random() < config.recolour_p)
+        if recoloured:
+            if item.masks is None:
+                raise ValueError(
+                    "data.augment.recolour_p > 0 needs object masks, which this source does not give "
+                    "(data=synthetic does)"
+                )
+            noisy = recolour_object(
+                image, item.masks[choice], rngs["recolour"], config.recolour_min_distance, palette
+            )
+        sample["noisy_image"] = resize_image(noisy[:, wy0:wy1, wx0:wx1], size, antialias=config.antialias)
+        sample["recoloured"] = torch.tensor(recoloured)
+    return sample
 
 
 class ExemplarEditDataset(torch.utils.data.Dataset):
@@ -126,8 +155,15 @@ class ExemplarEditDataset(torch.utils.data.Dataset):
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        config = config if config is not None else AugmentConfig()
+        if config.recolour_p > 0 and not getattr(source, "object_masks", False):
+            raise ValueError(
+                f"data.augment.recolour_p={config.recolour_p} needs a source with object masks (data=synthetic); "
+                f"{type(source).__name__} gives only boxes"
+            )
         self.source = source
-        self.config = config if config is not None else AugmentConfig()
+        self.config = config
+        self.palette = getattr(source, "object_colours", None)  # for recolour_p: colours objects really have
         self.seed, self.max_attempts = seed, max_attempts
         self.epoch = 0
         self.skipped = 0
@@ -159,7 +195,7 @@ class ExemplarEditDataset(torch.utils.data.Dataset):
                 )
                 candidate = int(rngs["retry"].integers(count))
                 continue
-            sample = make_sample(item, self.config, rngs)
+            sample = make_sample(item, self.config, rngs, self.palette)
             sample["meta"].update(index=index, source_index=candidate, attempts=attempt + 1)
             return sample
         raise RuntimeError(

@@ -41,6 +41,9 @@ class SourceImage:
     boxes: list[Box]
     labels: list[str]
     image_id: str
+    # float (H, W) in [0, 1] per box: the object's own coverage, where the source knows it (data=synthetic);
+    # data.augment.recolour_p needs it
+    masks: list[torch.Tensor] | None = None
 
 
 def check_area_range(min_area: float, max_area: float) -> None:

@@ -129,8 +129,9 @@ def photo_background(rng: np.random.Generator, path: Path, width: int, height: i
 
 def paint_shape(
     canvas: np.ndarray, outline: np.ndarray, box: Box, colour: tuple, rng: np.random.Generator
-) -> None:
-    """Paint the unit ``outline`` scaled to ``box`` into ``canvas`` (in place), anti-aliased and softly shaded."""
+) -> np.ndarray:
+    """Paint the unit ``outline`` scaled to ``box`` into ``canvas`` (in place), anti-aliased and softly shaded;
+    returns the shape's coverage inside ``box``, float (h, w) in [0, 1]."""
     x0, y0, x1, y1 = box
     width, height = x1 - x0, y1 - y0
     supersample = 2
@@ -147,6 +148,7 @@ def paint_shape(
     region = canvas[y0:y1, x0:x1]
     region *= 1 - alpha
     region += alpha * shaded
+    return alpha[..., 0]
 
 
 def place_boxes(
@@ -173,6 +175,9 @@ class SyntheticSource:
     times ``min(W, H)``. With ``background_dir`` (a folder of photos) a scene gets a photo background with
     probability ``photo_background_p``, else a procedural texture.
     """
+
+    # `open` gives each box's coverage (SourceImage.masks), which data.augment.recolour_p needs
+    object_masks = True
 
     def __init__(
         self,
@@ -231,6 +236,11 @@ class SyntheticSource:
     def __len__(self) -> int:
         return self.num_scenes
 
+    @property
+    def object_colours(self) -> list[tuple[int, int, int]]:
+        """The RGB colours this source paints its shapes in (data.augment.recolour_p draws from them)."""
+        return [COLOURS[name] for name in self.colours]
+
     def background(self, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
         use_photo = rng.random() < self.photo_background_p
         if self.backgrounds and use_photo:
@@ -243,6 +253,11 @@ class SyntheticSource:
 
     def render(self, index: int) -> tuple[np.ndarray, list[Box], list[str]]:
         """Scene ``index`` as a uint8 (H, W, 3) array, its boxes and their ``"<colour> <shape>"`` labels."""
+        pixels, boxes, labels, _ = self.render_with_masks(index)
+        return pixels, boxes, labels
+
+    def render_with_masks(self, index: int) -> tuple[np.ndarray, list[Box], list[str], list[np.ndarray]]:
+        """``render`` plus each shape's coverage, float32 (H, W) in [0, 1] (the shapes never overlap)."""
         if not 0 <= index < self.num_scenes:
             raise IndexError(f"scene index {index} out of range [0, {self.num_scenes})")
         rng = np.random.default_rng([self.seed, index])
@@ -250,23 +265,36 @@ class SyntheticSource:
         canvas = self.background(rng, width, height)
         count = int(rng.integers(self.shape_count_range[0], self.shape_count_range[1] + 1))
         boxes = place_boxes(rng, width, height, count, *self.shape_frac_range)
-        labels = []
+        labels, masks = [], []
         for box in boxes:
             shape = self.shapes[int(rng.integers(len(self.shapes)))]
             colour = self.colours[int(rng.integers(len(self.colours)))]
-            paint_shape(canvas, SHAPES[shape](), box, COLOURS[colour], rng)
+            alpha = paint_shape(canvas, SHAPES[shape](), box, COLOURS[colour], rng)
             labels.append(f"{colour} {shape}")
-        return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), boxes, labels
+            mask = np.zeros((height, width), dtype=np.float32)
+            mask[box[1] : box[3], box[0] : box[2]] = alpha
+            masks.append(mask)
+        return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), boxes, labels, masks
 
     def open(self, index: int) -> SourceImage:
-        pixels, boxes, labels = self.render(index)
+        pixels, boxes, labels, masks = self.render_with_masks(index)
         height, width = pixels.shape[:2]
-        kept, kept_labels = usable_boxes(boxes, labels, width, height, self.min_area, self.max_area)
+        kept, kept_labels, kept_masks = [], [], []
+        for box, label, mask in zip(boxes, labels, masks):
+            usable, _ = usable_boxes([box], [label], width, height, self.min_area, self.max_area)
+            if usable:
+                kept.append(usable[0])
+                kept_labels.append(label)
+                kept_masks.append(torch.from_numpy(mask))
         if not kept:
             raise UnusableSample(
                 f"synthetic scene {index}: no box with area in [{self.min_area}, {self.max_area}]"
             )
         image = torch.from_numpy(pixels).permute(2, 0, 1)
         return SourceImage(
-            image=image, boxes=kept, labels=kept_labels, image_id=f"synthetic-{self.seed}-{index}"
+            image=image,
+            boxes=kept,
+            labels=kept_labels,
+            image_id=f"synthetic-{self.seed}-{index}",
+            masks=kept_masks,
         )

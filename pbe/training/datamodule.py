@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Sampler
 from pbe.data import build_dataset
 
 BATCH_KEYS = ("image", "mask", "masked_image", "exemplar")
+OPTIONAL_BATCH_KEYS = ("noisy_image", "recoloured")  # data.augment.recolour_p > 0
 
 
 @dataclass
@@ -54,7 +55,8 @@ def per_device_batch(loader: LoaderConfig, world_size: int, accumulate: int = 1)
 
 def collate(samples: list[dict]) -> dict:
     """Stack the tensors the model needs; keep the dataset index (for debugging) and drop the rest of meta."""
-    batch = {k: torch.stack([s[k] for s in samples]) for k in BATCH_KEYS}
+    keys = BATCH_KEYS + tuple(k for k in OPTIONAL_BATCH_KEYS if k in samples[0])
+    batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
     batch["index"] = torch.tensor([s["meta"]["index"] for s in samples])
     return batch
 

@@ -12,7 +12,7 @@
 
 `vae` and `vision` are applied last, on top of whichever of the above was used.
 `model.frozen_dtype` (null | bf16 | fp16): store the frozen VAE and vision tower in that dtype (they are only ever
-run forward; under bf16-mixed they compute in bf16 anyway) to save memory.
+run forward; under bf16-mixed they compute in bf16 anyway) to save memory and time.
 """
 
 from __future__ import annotations

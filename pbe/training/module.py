@@ -11,7 +11,10 @@ Per step, for a batch of (image in [-1, 1], keep-mask 1 = keep, CLIP-normalised 
 - context = exemplar encoder(exemplar), replaced by the learned unconditional vector with probability p
   (`cfg_dropout`, 0.2): one draw for the whole batch per step (the original, default) or one per sample;
 - loss = plain MSE between UNet(cat[z_t, z_masked, mask], t, context) and eps, over the whole latent
-  (`objective.mask_loss_weight`, not in the paper, can weight the edit region more; 1.0 is the paper's loss).
+  (`objective.mask_loss_weight`, not in the paper, can weight the edit region more; 1.0 is the paper's loss);
+- not in the paper, only with `data.augment.recolour_p > 0`: a recoloured sample (its object in another colour than
+  the exemplar's) with t >= `objective.recolour_min_t` and an exemplar is noised from the recoloured copy, and the
+  target is the noise that leads from the true z0 to that z_t (`recoloured_start`).
 
 Trained: the whole UNet, the mapper, the final LayerNorm, the projection and the unconditional vector (AdamW, lr 1e-5,
 weight decay 0.01, linear warm-up from 1e-6 * lr over 10k steps, then constant; `optim.decay=cosine`, not in the
@@ -54,8 +57,15 @@ class ObjectiveConfig:
     # P(t >= x T) = (1 - x)^(1 / power); power > 1 favours the high-noise steps, where the edit region's content
     # (the exemplar's colour and shape) is not yet readable from z_t and must come from the conditioning.
     timestep_power: float = 1.0
+    # Not in the paper; used only on batches with `noisy_image` (data.augment.recolour_p > 0): a recoloured sample
+    # whose t >= this and whose exemplar is not dropped is noised from `noisy_image` (its object in another colour)
+    # while the target stays `image`: eps* = (z_t - sqrt(a) z0) / sqrt(1 - a). Below this t the correction
+    # sqrt(a / (1 - a)) (z_noisy - z0) grows large (the colour is readable from z_t), so those samples stay plain.
+    recolour_min_t: int = 300
 
     def __post_init__(self):
+        if not (isinstance(self.recolour_min_t, int) and self.recolour_min_t >= 0):
+            raise ValueError(f"objective.recolour_min_t must be an int >= 0, got {self.recolour_min_t!r}")
         if not (math.isfinite(self.timestep_power) and self.timestep_power > 0):
             raise ValueError(f"objective.timestep_power must be > 0 and finite, got {self.timestep_power!r}")
         if not (math.isfinite(self.mask_loss_weight) and self.mask_loss_weight > 0):
@@ -296,10 +306,9 @@ class PaintByExampleModule(L.LightningModule):
         vae = self.model.vae
         scale = vae.config.scale_factor
         image, keep = batch["image"], batch["mask"]
-        dtype = vae.quant_conv.weight.dtype  # float32, or model.frozen_dtype
-        posterior = vae.encode(image.to(dtype))
+        posterior = vae.encode(self.vae_input(image))
         z0 = scale * (posterior.mean + posterior.std * draws.image_noise.to(posterior.mean.dtype))
-        posterior = vae.encode((image * keep).to(dtype))
+        posterior = vae.encode(self.vae_input(image * keep))
         z_masked = scale * (posterior.mean + posterior.std * draws.masked_noise.to(posterior.mean.dtype))
         mask = F.interpolate(keep, size=z0.shape[-2:], mode="bilinear", align_corners=False)
         z0, z_masked = z0.float(), z_masked.float()
@@ -322,14 +331,41 @@ class PaintByExampleModule(L.LightningModule):
         a = self.alphas_cumprod.to(z0.device)[timesteps].float()[:, None, None, None]
         return a.sqrt() * z0.float() + (1 - a).sqrt() * noise.float()
 
+    def vae_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in the frozen VAE's dtype (float32, or model.frozen_dtype)."""
+        return images.to(self.model.vae.quant_conv.weight.dtype)
+
+    @torch.no_grad()
+    def recoloured_start(self, batch: dict, draws: Draws, z0: torch.Tensor) -> torch.Tensor | None:
+        """z_noisy (the latent the noise is added to) where a sample trains on its recoloured copy (see
+        ObjectiveConfig.recolour_min_t), z0 elsewhere; None when no sample of the batch does."""
+        if "noisy_image" not in batch:
+            return None
+        late = draws.timesteps >= self.objective.recolour_min_t
+        use = batch["recoloured"].bool() & ~draws.drop.bool() & late
+        if not bool(use.any()):
+            return None
+        vae = self.model.vae
+        posterior = vae.encode(self.vae_input(batch["noisy_image"][use]))
+        noise = draws.image_noise[use].to(posterior.mean.dtype)
+        start = z0.clone()
+        start[use] = (vae.config.scale_factor * (posterior.mean + posterior.std * noise)).float()
+        return start
+
     def losses(self, batch: dict, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, per-sample MSE) for one batch and its draws."""
         z0, z_masked, mask = self.encode_latents(batch, draws)
-        z_t = self.noisy_latent(z0, draws.noise, draws.timesteps)
+        start = self.recoloured_start(batch, draws, z0)
+        if start is None:
+            z_t, target = self.noisy_latent(z0, draws.noise, draws.timesteps), draws.noise.float()
+        else:  # the noise that takes z0 (not the recoloured start) to z_t
+            z_t = self.noisy_latent(start, draws.noise, draws.timesteps)
+            a = self.alphas_cumprod.to(z0.device)[draws.timesteps].float()[:, None, None, None]
+            target = draws.noise.float() + (a / (1 - a)).sqrt() * (start - z0)
         context = self.context(batch["exemplar"], draws.drop)
         x = torch.cat([z_t.to(z_masked.dtype), z_masked, mask.to(z_masked.dtype)], dim=1)
         eps = self.model.unet(x, draws.timesteps, context)
-        err = (eps.float() - draws.noise.float()) ** 2
+        err = (eps.float() - target) ** 2
         per_sample = err.detach().mean(dim=(1, 2, 3))
         weight = self.objective.mask_loss_weight
         if weight == 1.0:
