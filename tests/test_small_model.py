@@ -32,6 +32,22 @@ def test_latent_calibration_gives_unit_std_and_keeps_reconstructions():
     assert torch.allclose(before, after, atol=1e-4)
 
 
+def test_autoencoder_stage_data_skips_the_exemplar_work_but_keeps_its_images(one_torch_thread):
+    from hydra import compose, initialize_config_dir
+
+    from pbe.training.stage_utils import dataset_for
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=small", "data.augment.recolour_p=0.5"])
+    full, lean = dataset_for(cfg, seed_offset=101), dataset_for(cfg, seed_offset=101, images_only=True)
+    assert full.config.recolour_p > 0 and full.config.exemplar_aug
+    assert lean.config.recolour_p == 0 and not lean.config.exemplar_aug
+    for i in range(6):
+        a, b = full[i], lean[i]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["masked_image"], b["masked_image"])
+        assert "noisy_image" in a and "noisy_image" not in b
+
+
 def test_committed_small_model_paints_the_exemplar_colour(one_torch_thread):
     from pbe.assets import backgrounds_dir
     from pbe.small.evaluate import GenerationSettings, colour_errors, generate, load_pipeline

@@ -115,13 +115,13 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, callbacks: list | None = N
     torch.manual_seed(opts["seed"])
     vae = AutoencoderKL(VAEConfig(**model_section(cfg, "vae")))
     start_with_small_posterior_std(vae)
-    dataset = dataset_for(cfg, seed_offset=101)
+    dataset = dataset_for(cfg, seed_offset=101, images_only=True)
     stream = batches(dataset, opts["batch_size"], opts["seed"], opts["num_workers"])
     start = time.perf_counter()
     last = fit_autoencoder(
         vae, stream, opts["steps"], opts["lr"], opts["kl_weight"], opts["crop"], opts["seed"]
     )
-    held_out_set = dataset_for(cfg, seed_offset=909, held_out=True)
+    held_out_set = dataset_for(cfg, seed_offset=909, held_out=True, images_only=True)
     held_out = next(batches(held_out_set, min(64, len(held_out_set)), seed=909))["image"]
     scale = calibrate_latent_scale(vae, held_out)
     quality = psnr(vae, held_out)

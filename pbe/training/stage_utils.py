@@ -34,11 +34,15 @@ def model_section(cfg: DictConfig, section: str) -> dict:
     return {} if node is None else OmegaConf.to_container(node, resolve=True)
 
 
-def dataset_for(cfg: DictConfig, seed_offset: int = 0, held_out: bool = False):
+def dataset_for(cfg: DictConfig, seed_offset: int = 0, held_out: bool = False, images_only: bool = False):
     """The training dataset of ``cfg.data`` with its augmentation seed shifted (each stage sees other samples);
-    ``held_out``: synthetic scenes of another seed too (for the stages' own held-out scores)."""
+    ``held_out``: synthetic scenes of another seed too (for the stages' own held-out scores); ``images_only``: skip
+    the exemplar augmentation and the recoloured copy (the images and masks stay the same: each stage of the data
+    pipeline draws from its own generator), for a stage that uses only ``image`` and ``masked_image``."""
     data = OmegaConf.to_container(as_config(cfg).data, resolve=True)
     data["seed"] = int(data.get("seed", 0)) + seed_offset
+    if images_only:
+        data["augment"] = {**data.get("augment", {}), "exemplar_aug": False, "recolour_p": 0.0}
     if held_out and data["source"].get("kind") == "synthetic":
         data["source"]["seed"] = int(data["source"].get("seed", 0)) + 1_000_003
     return build_dataset(data)
