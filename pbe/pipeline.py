@@ -108,6 +108,18 @@ class PipelineOutput:
     nsfw_content_detected: None = None  # diffusers' field; pbe has no safety checker
 
 
+def strongest_region(mask: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) binary `mask` reduced to its 4-connected region that holds the highest `score`."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask[0].cpu().numpy() > 0.5)
+    if count <= 1:
+        return mask
+    values = np.where(labels > 0, score[0].float().cpu().numpy(), -np.inf)
+    keep = labels.flat[int(np.argmax(values))]
+    return torch.from_numpy(labels == keep).to(mask)[None]
+
+
 @dataclass
 class InversionOutput:
     """DDIM inversion of a batch of images.
@@ -531,6 +543,8 @@ class PaintByExamplePipeline:
         num_inference_steps: int = 50,
         output_type: str = "pil",
         progress: bool = True,
+        upsample: str = "nearest",
+        single_region: bool = False,
     ):
         """DiffEdit-style mask of where `example_image` would change `image` (white = repaint).
 
@@ -539,12 +553,21 @@ class PaintByExamplePipeline:
         |difference| averaged over `num_maps` noise draws and channels, clamped at `threshold_ratio` x its mean,
         normalised and thresholded at 0.5. Returns one mask per image: PIL "L" images, or a (B, 1, H, W) tensor
         for output_type="pt".
+
+        Two options, off by default (DiffEdit's rule): `upsample="bilinear"` brings the normalised map to pixel size
+        bilinearly before the threshold (smooth outlines instead of latent-pixel blocks); `single_region=True` keeps
+        only the connected region that holds the strongest response (an exemplar is one object; other regions are
+        places that merely look like it).
         """
         strength = _real(strength, "strength", lambda v: 0 < v <= 1, "in (0, 1]")
         num_maps = _count(num_maps, "num_maps")
         threshold_ratio = _real(threshold_ratio, "threshold_ratio", lambda v: v > 0, "> 0 and finite")
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type={output_type!r}; valid: ('pil', 'pt')")
+        if upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample={upsample!r}; valid: ('nearest', 'bilinear')")
+        if not isinstance(single_region, bool | np.bool_):
+            raise ValueError(f"single_region must be True or False, got {single_region!r}")
         num_inference_steps = _count(num_inference_steps, "num_inference_steps")
         self.schedule.check_steps(num_inference_steps)
         inputs = self._prepare(image, None, example_image)
@@ -577,10 +600,17 @@ class PaintByExamplePipeline:
             total += (e_target - e_other).abs().mean(dim=1, keepdim=True)
         guidance = total / num_maps
         clamp = guidance.flatten(1).mean(dim=1).view(-1, 1, 1, 1) * threshold_ratio
-        mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()
-        mask = F.interpolate(mask, scale_factor=self.vae_scale, mode="nearest")[
-            ..., : inputs.height, : inputs.width
-        ]
+        if upsample == "nearest":
+            mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()
+            mask = F.interpolate(mask, scale_factor=self.vae_scale, mode="nearest")
+            guidance = F.interpolate(guidance, scale_factor=self.vae_scale, mode="nearest")
+        else:
+            guidance = F.interpolate(guidance, scale_factor=self.vae_scale, mode="bilinear")
+            mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()
+        crop = (..., slice(0, inputs.height), slice(0, inputs.width))
+        mask, guidance = mask[crop], guidance[crop]
+        if single_region:
+            mask = torch.stack([strongest_region(m, g) for m, g in zip(mask, guidance)])
         if output_type == "pt":
             return mask.cpu()
         return [Image.fromarray((m[0].cpu().numpy() * 255).astype(np.uint8), mode="L") for m in mask]

@@ -296,6 +296,43 @@ def test_generate_mask_is_deterministic_and_binary(pipe):
     assert c.shape == (1, 1, 32, 48) and set(c.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_generate_mask_options_bilinear_outlines_and_one_region(pipe):
+    image, exemplar = photo(32, 48, seed=2), photo(32, 32, 5)
+
+    def mask(**options):
+        g = torch.Generator().manual_seed(0)
+        return pipe.generate_mask(image, exemplar, generator=g, num_maps=3, output_type="pt", **options)[0, 0]
+
+    blocky, smooth = mask(), mask(upsample="bilinear")
+    # nearest: constant over each latent pixel (f = 2 here); bilinear: not, but the same region overall
+    f = pipe.vae_scale
+    assert torch.equal(blocky, blocky[::f, ::f].repeat_interleave(f, 0).repeat_interleave(f, 1))
+    assert not torch.equal(smooth, smooth[::f, ::f].repeat_interleave(f, 0).repeat_interleave(f, 1))
+    assert ((blocky > 0) != (smooth > 0)).float().mean() < 0.25
+    one = mask(upsample="bilinear", single_region=True)
+    from scipy import ndimage
+
+    assert ndimage.label(smooth.numpy())[1] > 1  # this map has several regions, so the option has work to do
+    assert ndimage.label(one.numpy())[1] == 1 and bool((one <= smooth).all()) and one.sum() > 0
+    with pytest.raises(ValueError, match="upsample"):
+        mask(upsample="bicubic")
+    with pytest.raises(ValueError, match="single_region"):
+        mask(single_region="yes")
+
+
+def test_strongest_region_keeps_the_region_with_the_highest_score():
+    from pbe.pipeline import strongest_region
+
+    mask = torch.zeros(1, 6, 6)
+    mask[0, :2, :2] = 1  # a big region with a low score
+    mask[0, 4:, 4:] = 1
+    score = torch.zeros(1, 6, 6)
+    score[0, :2, :2], score[0, 5, 5] = 1.0, 3.0
+    kept = strongest_region(mask, score)
+    assert kept[0, 4:, 4:].all() and kept.sum() == 4
+    assert torch.equal(strongest_region(torch.zeros(1, 6, 6), score), torch.zeros(1, 6, 6))
+
+
 def test_generated_mask_feeds_the_pipeline(pipe):
     image = photo(32, 32, seed=2)
     mask = pipe.generate_mask(image, photo(32, 32, 5), generator=torch.Generator().manual_seed(0), num_maps=2)

@@ -1,4 +1,4 @@
-"""The ablation report's paired comparison (pure functions: no model is run)."""
+"""The small-model report: the ablation's paired comparison (pure functions) and the automatic-mask scores."""
 
 import numpy as np
 import pytest
@@ -31,3 +31,15 @@ def test_paired_table_lists_every_model_after_the_first():
     table = paired_table(scores).splitlines()
     assert table[0].startswith("| vs small |") and len(table) == 3
     assert table[2] == "| variant | +5.4 +- 2.0 | -0.025 +- 0.030 |"
+
+
+def test_mask_iou_scores_the_default_rule_and_the_options_on_the_same_scenes(one_torch_thread):
+    from pbe.assets import backgrounds_dir, small_model_path
+    from pbe.small.evaluate import load_pipeline, mask_iou
+
+    scores = mask_iou(load_pipeline(small_model_path()), 3, str(backgrounds_dir()), seed=4)
+    assert scores["scenes"] == 3
+    for key in ("iou_object", "iou_box", "iou_object_options"):
+        assert 0.0 <= scores[key] <= 1.0, key
+    # the options change the mask (a different rule on the same map), so the scores differ
+    assert scores["iou_object_options"] != scores["iou_object"]

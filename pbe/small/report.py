@@ -135,6 +135,7 @@ SMALL_ROWS = [
     ("  the same for the untouched source (another instance)", "copy_similarity_source", "{:.3f}"),
     ("generate_mask mean IoU with the object (target >= 0.5)", "mask_iou_object", "{:.3f}"),
     ("generate_mask mean IoU with the object's box", "mask_iou_box", "{:.3f}"),
+    ("  IoU with the object, upsample='bilinear', single_region=True", "mask_iou_object_options", "{:.3f}"),
 ]
 
 
