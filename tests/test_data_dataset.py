@@ -311,8 +311,8 @@ def test_recolour_with_a_palette_paints_another_palette_colour():
     inside = coverage > 0.99
     seen = set()
     for seed in range(12):
-        after = recolour_object(image, coverage, np.random.default_rng(seed), 96.0, palette)[:, inside].float()
-        target = after.mean(1)  # the object's new mean colour: a palette colour (up to shading and clamping)
+        out = recolour_object(image, coverage, np.random.default_rng(seed), 96.0, palette)
+        target = out[:, inside].float().mean(1)  # a palette colour, up to shading and clamping
         distances = torch.tensor([float((target - torch.tensor(c).float()).norm()) for c in palette])
         nearest = int(distances.argmin())
         assert distances[nearest] < 12 and float((torch.tensor(palette[nearest]).float() - own).norm()) >= 90
