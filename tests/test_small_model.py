@@ -81,6 +81,7 @@ def test_small_recipe_retrains_from_scratch(tmp_path, one_torch_thread):
         "small.vision.batch_size=4",
         "small.summary_edits=0",
         "trainer.max_steps=2",
+        "trainer.log_every_n_steps=1",
         "loader.batch_size=4",
         "data.source.num_scenes=16",
     ]
