@@ -600,15 +600,11 @@ class PaintByExamplePipeline:
             total += (e_target - e_other).abs().mean(dim=1, keepdim=True)
         guidance = total / num_maps
         clamp = guidance.flatten(1).mean(dim=1).view(-1, 1, 1, 1) * threshold_ratio
-        if upsample == "nearest":
-            mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()
-            mask = F.interpolate(mask, scale_factor=self.vae_scale, mode="nearest")
-            guidance = F.interpolate(guidance, scale_factor=self.vae_scale, mode="nearest")
-        else:
-            guidance = F.interpolate(guidance, scale_factor=self.vae_scale, mode="bilinear")
-            mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()
+        # the map at pixel size: nearest (DiffEdit's latent-pixel blocks) or bilinear, thresholded there
+        guidance = F.interpolate(guidance, scale_factor=self.vae_scale, mode=upsample)
         crop = (..., slice(0, inputs.height), slice(0, inputs.width))
-        mask, guidance = mask[crop], guidance[crop]
+        guidance = guidance[crop]
+        mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()
         if single_region:
             mask = torch.stack([strongest_region(m, g) for m, g in zip(mask, guidance)])
         if output_type == "pt":

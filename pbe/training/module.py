@@ -303,16 +303,20 @@ class PaintByExampleModule(L.LightningModule):
     @torch.no_grad()
     def encode_latents(self, batch: dict, draws: Draws) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z0, z_masked, keep-mask at latent size), from posterior samples with the draws' noise."""
-        vae = self.model.vae
-        scale = vae.config.scale_factor
         image, keep = batch["image"], batch["mask"]
-        posterior = vae.encode(self.vae_input(image))
-        z0 = scale * (posterior.mean + posterior.std * draws.image_noise.to(posterior.mean.dtype))
-        posterior = vae.encode(self.vae_input(image * keep))
-        z_masked = scale * (posterior.mean + posterior.std * draws.masked_noise.to(posterior.mean.dtype))
+        z0 = self.sampled_latent(image, draws.image_noise)
+        z_masked = self.sampled_latent(image * keep, draws.masked_noise)
         mask = F.interpolate(keep, size=z0.shape[-2:], mode="bilinear", align_corners=False)
-        z0, z_masked = z0.float(), z_masked.float()
         return z0, z_masked, mask
+
+    def sampled_latent(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """scale * (posterior mean + std * noise) of the frozen VAE (in its dtype: float32 or model.frozen_dtype),
+        returned as float32."""
+        vae = self.model.vae
+        posterior = vae.encode(images.to(vae.quant_conv.weight.dtype))
+        return (
+            vae.config.scale_factor * (posterior.mean + posterior.std * noise.to(posterior.mean.dtype))
+        ).float()
 
     def context(self, exemplar: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         """Exemplar context, with the unconditional vector where `drop` (parts not used get no gradient)."""
@@ -331,10 +335,6 @@ class PaintByExampleModule(L.LightningModule):
         a = self.alphas_cumprod.to(z0.device)[timesteps].float()[:, None, None, None]
         return a.sqrt() * z0.float() + (1 - a).sqrt() * noise.float()
 
-    def vae_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in the frozen VAE's dtype (float32, or model.frozen_dtype)."""
-        return images.to(self.model.vae.quant_conv.weight.dtype)
-
     @torch.no_grad()
     def recoloured_start(self, batch: dict, draws: Draws, z0: torch.Tensor) -> torch.Tensor | None:
         """z_noisy (the latent the noise is added to) where a sample trains on its recoloured copy (see
@@ -345,11 +345,8 @@ class PaintByExampleModule(L.LightningModule):
         use = batch["recoloured"].bool() & ~draws.drop.bool() & late
         if not bool(use.any()):
             return None
-        vae = self.model.vae
-        posterior = vae.encode(self.vae_input(batch["noisy_image"][use]))
-        noise = draws.image_noise[use].to(posterior.mean.dtype)
         start = z0.clone()
-        start[use] = (vae.config.scale_factor * (posterior.mean + posterior.std * noise)).float()
+        start[use] = self.sampled_latent(batch["noisy_image"][use], draws.image_noise[use])
         return start
 
     def losses(self, batch: dict, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
