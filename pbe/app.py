@@ -36,6 +36,9 @@ DEFAULT_SAMPLER = "checkpoint default"
 BRUSH_RGB = (255, 64, 160)  # the painted mask's colour in the editor
 BRUSH_OPACITY = 0.6
 MASK_ALPHA = 64  # a layer pixel at least this opaque is part of the mask (anti-aliased brush edges count)
+# Auto mask: generate_mask with the map brought to pixel size along the photo's edges, one region (not DiffEdit's
+# latent-pixel blocks: on the small model's held-out scenes IoU 0.51 vs 0.29; docs/small_model.md)
+AUTO_MASK_OPTIONS = {"upsample": "guided", "single_region": True}
 
 
 @dataclass
@@ -329,7 +332,9 @@ class Editor:
             )
         check_pixels(exemplar, "example_image", self.max_pixels)
         with self._lock:
-            mask = self.pipe.generate_mask(source, exemplar.convert("RGB"), generator=self.generator(seed))[0]
+            mask = self.pipe.generate_mask(
+                source, exemplar.convert("RGB"), generator=self.generator(seed), **AUTO_MASK_OPTIONS
+            )[0]
         return editor_value(source, mask), mask, mask
 
     def load_mask(self, value: dict | None, mask: Image.Image | None) -> tuple[dict, Image.Image]:

@@ -108,6 +108,64 @@ class PipelineOutput:
     nsfw_content_detected: None = None  # diffusers' field; pbe has no safety checker
 
 
+MASK_UPSAMPLING = ("nearest", "bilinear", "guided")  # generate_mask(upsample=...)
+
+
+def guided_upsample(
+    values: torch.Tensor,
+    guide: torch.Tensor,
+    scale: int,
+    sigma_space: float = 3.0,
+    sigma_colour: float = 0.1,
+    radius: int = 3,
+) -> torch.Tensor:
+    """Joint bilateral upsampling (Kopf et al., 2007): (B, C, h, w) `values` to (B, C, h * scale, w * scale), steered
+    by the full-size `guide` image (B, 3, h * scale, w * scale) in [0, 1].
+
+    Each output pixel is a weighted mean of the (2 radius + 1)^2 low-resolution values around it: a Gaussian of the
+    distance to each one's centre (`sigma_space`, in low-resolution pixels) times a Gaussian of the colour distance
+    between the pixel's guide colour and the mean guide colour over that low-resolution pixel (`sigma_colour`). So a
+    coarse map takes the outlines of the image: across an edge of the guide, values of the other side barely count.
+    Borders repeat the edge values. Memory: a few full-size planes (one neighbour at a time)."""
+    batch, _, h, w = values.shape
+    if guide.shape[0] != batch or guide.shape[-2:] != (h * scale, w * scale):
+        raise ValueError(f"guide must be ({batch}, 3, {h * scale}, {w * scale}), got {tuple(guide.shape)}")
+    values, guide = values.float(), guide.float()
+    cell_colour = F.avg_pool2d(guide, scale)  # the guide's mean colour over each low-resolution pixel
+    pad = (radius,) * 4
+    padded_values = F.pad(values, pad, mode="replicate")
+    padded_colour = F.pad(cell_colour, pad, mode="replicate")
+
+    def offset_in_cell(
+        n: int,
+    ) -> torch.Tensor:  # output pixel centre minus its own cell's centre (low-res units)
+        centre = (torch.arange(n * scale, device=values.device) + 0.5) / scale - 0.5
+        return centre - torch.arange(n, device=values.device).repeat_interleave(scale)
+
+    fy, fx = offset_in_cell(h)[:, None], offset_in_cell(w)[None, :]
+    offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+    def near(padded: torch.Tensor, dy: int, dx: int) -> torch.Tensor:  # the neighbour (dy, dx) at full size
+        window = padded[..., radius + dy : radius + dy + h, radius + dx : radius + dx + w]
+        return window.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+
+    def colour_distance(dy: int, dx: int) -> torch.Tensor:
+        return (near(padded_colour, dy, dx) - guide).pow(2).sum(1, keepdim=True)
+
+    # colour weights relative to the closest neighbour's, so that one of them is 1 (no underflow to 0 / 0)
+    closest = colour_distance(*offsets[0])
+    for dy, dx in offsets[1:]:
+        closest = torch.minimum(closest, colour_distance(dy, dx))
+    total = torch.zeros(batch, values.shape[1], h * scale, w * scale, device=values.device)
+    weights = torch.zeros(batch, 1, h * scale, w * scale, device=values.device)
+    for dy, dx in offsets:
+        space = torch.exp(-((dy - fy) ** 2 + (dx - fx) ** 2) / (2 * sigma_space**2))
+        weight = space * torch.exp(-(colour_distance(dy, dx) - closest) / (2 * sigma_colour**2))
+        total += weight * near(padded_values, dy, dx)
+        weights += weight
+    return total / weights
+
+
 def strongest_region(mask: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     """(1, H, W) binary `mask` reduced to its 4-connected region that holds the highest `score`."""
     from scipy import ndimage
@@ -554,18 +612,20 @@ class PaintByExamplePipeline:
         normalised and thresholded at 0.5. Returns one mask per image: PIL "L" images, or a (B, 1, H, W) tensor
         for output_type="pt".
 
-        Two options, off by default (DiffEdit's rule): `upsample="bilinear"` brings the normalised map to pixel size
-        bilinearly before the threshold (smooth outlines instead of latent-pixel blocks); `single_region=True` keeps
-        only the connected region that holds the strongest response (an exemplar is one object; other regions are
-        places that merely look like it).
+        Options, off by default (DiffEdit's rule): `upsample` brings the map to pixel size before the threshold:
+        "nearest" (DiffEdit: latent-pixel blocks), "bilinear" (smooth outlines) or "guided" (joint bilateral
+        upsampling steered by `image`, `guided_upsample`: the map takes the image's own outlines, so the mask follows
+        the object's edges instead of a blob the size of the UNet's receptive field); `single_region=True` keeps only
+        the connected region that holds the strongest response (an exemplar is one object; other regions are places
+        that merely look like it).
         """
         strength = _real(strength, "strength", lambda v: 0 < v <= 1, "in (0, 1]")
         num_maps = _count(num_maps, "num_maps")
         threshold_ratio = _real(threshold_ratio, "threshold_ratio", lambda v: v > 0, "> 0 and finite")
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type={output_type!r}; valid: ('pil', 'pt')")
-        if upsample not in ("nearest", "bilinear"):
-            raise ValueError(f"upsample={upsample!r}; valid: ('nearest', 'bilinear')")
+        if upsample not in MASK_UPSAMPLING:
+            raise ValueError(f"upsample={upsample!r}; valid: {MASK_UPSAMPLING}")
         if not isinstance(single_region, bool | np.bool_):
             raise ValueError(f"single_region must be True or False, got {single_region!r}")
         num_inference_steps = _count(num_inference_steps, "num_inference_steps")
@@ -600,8 +660,12 @@ class PaintByExamplePipeline:
             total += (e_target - e_other).abs().mean(dim=1, keepdim=True)
         guidance = total / num_maps
         clamp = guidance.flatten(1).mean(dim=1).view(-1, 1, 1, 1) * threshold_ratio
-        # the map at pixel size: nearest (DiffEdit's latent-pixel blocks) or bilinear, thresholded there
-        guidance = F.interpolate(guidance, scale_factor=self.vae_scale, mode=upsample)
+        # the map at pixel size (nearest: DiffEdit's latent-pixel blocks), thresholded there
+        if upsample == "guided":
+            guide = (inputs.images.float().to(guidance.device) + 1) / 2
+            guidance = guided_upsample(guidance, guide, self.vae_scale)
+        else:
+            guidance = F.interpolate(guidance, scale_factor=self.vae_scale, mode=upsample)
         crop = (..., slice(0, inputs.height), slice(0, inputs.width))
         guidance = guidance[crop]
         mask = (torch.minimum(guidance, clamp) / clamp > 0.5).float()

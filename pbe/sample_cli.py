@@ -71,6 +71,8 @@ class SampleArgs:
     mask_strength: float = 0.5
     num_maps: int = 10
     threshold_ratio: float = 3.0
+    mask_upsample: str = "nearest"
+    mask_single_region: bool = False
     vae_tiling: bool | None = None  # None: tile the VAE above 1024 pixels a side
     warn_pixels: int = 2048 * 2048  # warn before editing an image of more pixels; 0: never
 
@@ -162,6 +164,7 @@ def parse_args(values: Mapping) -> SampleArgs:
     (weights, image, mask, example) may be None when not given.
     """
     from pbe.diffusion import SAMPLERS
+    from pbe.pipeline import MASK_UPSAMPLING
 
     known = {f.name for f in fields(SampleArgs)}
     unknown = sorted(set(values) - known)
@@ -193,6 +196,8 @@ def parse_args(values: Mapping) -> SampleArgs:
         raise ValueError(
             f"sampler={sampler!r}; valid: {', '.join(SAMPLERS)}, or null for the checkpoint's own"
         )
+    if values["mask_upsample"] not in MASK_UPSAMPLING:
+        raise ValueError(f"mask_upsample={values['mask_upsample']!r}; valid: {', '.join(MASK_UPSAMPLING)}")
     if values["dtype"] not in DTYPES:
         raise ValueError(f"dtype={values['dtype']!r}; valid: {', '.join(DTYPES)}")
     device = values["device"]
@@ -223,6 +228,8 @@ def parse_args(values: Mapping) -> SampleArgs:
         mask_strength=_number(values, "mask_strength", lambda v: 0 < v <= 1, "a number in (0, 1]"),
         num_maps=_integer(values, "num_maps", 1, "an integer >= 1"),
         threshold_ratio=_number(values, "threshold_ratio", lambda v: v > 0, "a number > 0"),
+        mask_upsample=values["mask_upsample"],
+        mask_single_region=_flag(values, "mask_single_region"),
         vae_tiling=_flag(values, "vae_tiling", allow_none=True),
         warn_pixels=_integer(values, "warn_pixels", 0, "an integer >= 0 (0: never warn)"),
     )
@@ -630,6 +637,8 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
             strength=args.mask_strength,
             num_maps=args.num_maps,
             threshold_ratio=args.threshold_ratio,
+            upsample=args.mask_upsample,
+            single_region=args.mask_single_region,
             generator=torch.Generator().manual_seed(args.seed),
             progress=args.progress,
         )[0]

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import tiny_diffusers_pipeline
 from PIL import Image
 
@@ -318,6 +319,41 @@ def test_generate_mask_options_bilinear_outlines_and_one_region(pipe):
         mask(upsample="bicubic")
     with pytest.raises(ValueError, match="single_region"):
         mask(single_region="yes")
+
+
+def test_guided_upsample_puts_the_edge_where_the_guide_has_it():
+    from pbe.pipeline import guided_upsample
+
+    # the coarse map steps at column 8 (between low-res columns 1 and 2); the guide's edge is at column 6
+    values = torch.zeros(1, 1, 4, 4)
+    values[..., :2] = 1.0
+    guide = torch.ones(1, 3, 16, 16)
+    guide[..., :6] = 0.0
+    sharp = guided_upsample(values, guide, 4)[0, 0]
+    assert sharp.shape == (16, 16)
+    assert bool((sharp[:, :6] > 0.9).all()) and bool((sharp[:, 6:] < 0.1).all())
+    blurred = F.interpolate(values, scale_factor=4, mode="bilinear")[0, 0]
+    assert bool((blurred[:, 6:8] > 0.5).all())  # what guidance corrects: bilinear keeps the map's own edge
+    # a flat map stays flat whatever the guide; an isolated bright pixel in a dark cell gives no 0 / 0
+    flat = guided_upsample(torch.full((2, 1, 4, 4), 0.3), torch.rand(2, 3, 16, 16), 4)
+    assert torch.allclose(flat, torch.full_like(flat, 0.3), atol=1e-6)
+    speck = torch.zeros(1, 3, 16, 16)
+    speck[..., 5, 5] = 1.0
+    assert torch.isfinite(guided_upsample(torch.rand(1, 1, 4, 4), speck, 4, sigma_colour=0.01)).all()
+    with pytest.raises(ValueError, match="guide must be"):
+        guided_upsample(values, guide[..., :8], 4)
+
+
+def test_generate_mask_guided_upsampling_gives_a_binary_mask_of_the_image_size(pipe):
+    image, exemplar = photo(32, 48, seed=2), photo(32, 32, 5)
+    g = torch.Generator().manual_seed(0)
+    guided = pipe.generate_mask(image, exemplar, generator=g, num_maps=3, output_type="pt", upsample="guided")
+    g = torch.Generator().manual_seed(0)
+    blocky = pipe.generate_mask(image, exemplar, generator=g, num_maps=3, output_type="pt")
+    assert guided.shape == (1, 1, 32, 48) and set(guided.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(guided, blocky)
+    with pytest.raises(ValueError, match="guided"):  # the error lists the valid choices
+        pipe.generate_mask(image, exemplar, num_maps=1, upsample="bicubic")
 
 
 def test_strongest_region_keeps_the_region_with_the_highest_score():

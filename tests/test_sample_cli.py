@@ -111,6 +111,7 @@ BAD_INPUT = [
     ({"device": "banana"}, ValueError, "device='banana' is not a torch device"),
     ({"paste_back": "maybe"}, ValueError, "paste_back must be true or false"),
     ({"num_maps": 0, "mask": "auto"}, ValueError, "num_maps must be an integer >= 1"),
+    ({"mask_upsample": "bicubic", "mask": "auto"}, ValueError, "mask_upsample='bicubic'; valid: nearest"),
     ({"seeed": 1}, ValueError, r"unknown argument\(s\) \['seeed'\]; valid: .*seed"),
     ({"image": "{photos}"}, ValueError, "image: .* is a directory"),
     ({"mask": "{photos}"}, ValueError, "mask: .* is a directory"),
@@ -184,6 +185,20 @@ def test_hydra_config_run_writes_result_and_grid_of_the_inputs(weights, photos, 
     np.testing.assert_array_equal(row[:, :WIDTH], source)
     np.testing.assert_array_equal(row[:, -WIDTH:], result)
     assert f"wrote {out}, {out.parent / 'result_grid.png'}" in capsys.readouterr().out
+
+
+def test_auto_mask_options_reach_generate_mask(weights, photos, tmp_path):
+    from scipy import ndimage
+
+    def auto_mask(name, **options):
+        args = arguments(weights, photos, tmp_path / name, mask="auto", num_maps=2, grid=False, **options)
+        with Image.open(run(parse_args(args)).mask) as mask:
+            return np.array(mask) > 127
+
+    blocky = auto_mask("nearest.png")
+    guided = auto_mask("guided.png", mask_upsample="guided", mask_single_region=True)
+    assert not np.array_equal(blocky, guided)
+    assert ndimage.label(guided)[1] <= 1
 
 
 def test_auto_mask_is_written_and_reproduces_the_result_when_passed_back(weights, photos, tmp_path):
