@@ -130,35 +130,40 @@ def similarity_to_exemplar(images: np.ndarray, edits: list[Edit]) -> float:
     return float(np.mean(values))
 
 
-# generate_mask's two options beyond DiffEdit's rule, scored too (each scene with the same noise draws)
-MASK_OPTIONS = {"upsample": "bilinear", "single_region": True}
+# generate_mask's options beyond DiffEdit's rule, scored too (each scene with the same noise draws as the default)
+MASK_OPTIONS = {
+    "bilinear_one_region": {"upsample": "bilinear", "single_region": True},
+    "guided": {"upsample": "guided"},
+    "guided_one_region": {"upsample": "guided", "single_region": True},
+}
 
 
 def mask_iou(pipe: PaintByExamplePipeline, count: int, backgrounds: str | None, seed: int = 0) -> dict:
     """Mean IoU of `generate_mask` with the object's outline and with its box, on one-object scenes; also the
-    outline IoU with MASK_OPTIONS (`iou_object_options`)."""
+    outline IoU with each of MASK_OPTIONS (`iou_object_<name>`)."""
     pairs = single_object_scenes(count, backgrounds=backgrounds, seed=seed)
-    shape_iou, box_iou, options_iou = [], [], []
+    runs = {"": {}, **{f"_{name}": options for name, options in MASK_OPTIONS.items()}}
+    scores = {suffix: [] for suffix in runs}
+    box_iou = []
     for k, (scene, exemplar) in enumerate(tqdm(pairs, desc="generate_mask", leave=False, dynamic_ncols=True)):
         obj = scene.objects[0]
         outline = obj.alpha > 0.5
         box = np.zeros_like(outline)
         x0, y0, x1, y1 = obj.box
         box[y0:y1, x0:x1] = True
-        for options, scores in (({}, shape_iou), (MASK_OPTIONS, options_iou)):
+        for suffix, options in runs.items():
             generator = torch.Generator().manual_seed(seed + k)
             masks = pipe.generate_mask(
-                scene.pixels, exemplar, generator=generator, output_type="pt", **options
+                scene.pixels, exemplar, generator=generator, output_type="pt", progress=False, **options
             )
             mask = masks[0, 0].numpy() > 0.5
-            scores.append((mask & outline).sum() / max(1, (mask | outline).sum()))
+            scores[suffix].append((mask & outline).sum() / max(1, (mask | outline).sum()))
             if not options:
                 box_iou.append((mask & box).sum() / max(1, (mask | box).sum()))
     return {
         "scenes": count,
-        "iou_object": float(np.mean(shape_iou)),
+        **{f"iou_object{suffix}": float(np.mean(values)) for suffix, values in scores.items()},
         "iou_box": float(np.mean(box_iou)),
-        "iou_object_options": float(np.mean(options_iou)),
     }
 
 

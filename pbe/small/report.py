@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from pbe.assets import backgrounds_dir
 from pbe.small.evaluate import (
+    MASK_OPTIONS,
     GenerationSettings,
     background_change,
     colour_errors,
@@ -25,7 +26,7 @@ from pbe.small.evaluate import (
     shape_hits,
     similarity_to_exemplar,
 )
-from pbe.small.scenes import Edit, held_out_edits
+from pbe.small.scenes import Edit, held_out_edits, single_object_scenes
 from pbe.small.shape_classifier import cached_shape_classifier
 
 
@@ -121,6 +122,38 @@ def edits_figure(edits: list[Edit], columns: dict[str, np.ndarray], path: Path, 
     return path
 
 
+@torch.no_grad()
+def masks_figure(model_dir, path: Path, count: int = 8, seed: int = 0, scale: int = 2) -> Path:
+    """The first `count` scenes of the automatic-mask score (same scenes and noise draws as `mask_iou`): source |
+    exemplar | the object | generate_mask's default | each of MASK_OPTIONS."""
+    pipe = load_pipeline(model_dir)
+    pairs = single_object_scenes(count, backgrounds=str(backgrounds_dir()), seed=seed)
+    runs = {"DiffEdit rule": {}, **MASK_OPTIONS}
+    rows = []
+    for k, (scene, exemplar) in enumerate(pairs):
+        tiles = [scene.pixels, exemplar, (scene.objects[0].alpha > 0.5).astype(np.float32)]
+        for options in runs.values():
+            generator = torch.Generator().manual_seed(seed + k)
+            mask = pipe.generate_mask(
+                scene.pixels, exemplar, generator=generator, output_type="pt", progress=False, **options
+            )
+            tiles.append(mask[0, 0].numpy())
+        rows.append(tiles)
+    size = scene.pixels.shape[0] * scale
+    names = ["source", "exemplar", "object", *runs]
+    header = 14
+    sheet = Image.new("RGB", (size * len(names), header + size * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(names):
+        draw.text((j * size + 2, 1), name.replace("_one_region", "+1")[: size // 6], fill="black")
+    for i, tiles in enumerate(rows):
+        for j, tile in enumerate(tiles):
+            sheet.paste(to_image(tile).resize((size, size), Image.NEAREST), (j * size, header + i * size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
 SMALL_ROWS = [
     ("colour error, exemplar (RGB distance, lower is better)", "colour_error_exemplar", "{:.1f}"),
     ("colour error, unconditional vector", "colour_error_uncond", "{:.1f}"),
@@ -133,9 +166,19 @@ SMALL_ROWS = [
     ("  the same for the autoencoder round trip alone", "background_change_vae", "{:.2f}"),
     ("copy-paste similarity to the exemplar crop (same-class edits)", "copy_similarity", "{:.3f}"),
     ("  the same for the untouched source (another instance)", "copy_similarity_source", "{:.3f}"),
-    ("generate_mask mean IoU with the object (target >= 0.5)", "mask_iou_object", "{:.3f}"),
-    ("generate_mask mean IoU with the object's box", "mask_iou_box", "{:.3f}"),
-    ("  IoU with the object, upsample='bilinear', single_region=True", "mask_iou_object_options", "{:.3f}"),
+    ("generate_mask mean IoU with the object, DiffEdit's rule (the default)", "mask_iou_object", "{:.3f}"),
+    ("  the same with the object's box", "mask_iou_box", "{:.3f}"),
+    (
+        "  IoU with the object, upsample='bilinear', single_region=True",
+        "mask_iou_object_bilinear_one_region",
+        "{:.3f}",
+    ),
+    ("  IoU with the object, upsample='guided'", "mask_iou_object_guided", "{:.3f}"),
+    (
+        "  IoU with the object, upsample='guided', single_region=True (target >= 0.5)",
+        "mask_iou_object_guided_one_region",
+        "{:.3f}",
+    ),
 ]
 
 
@@ -216,6 +259,8 @@ def run_small_report(
     (out_dir / "small_report.json").write_text(json.dumps(scores, indent=2) + "\n")
     (out_dir / "small_report.md").write_text(small_table(scores) + "\n")
     edits_figure(edits[:8], {"result": results[:8]}, out_dir / "small_edits.png")
+    if mask_scenes:
+        masks_figure(model_dir, out_dir / "small_masks.png", count=min(8, mask_scenes))
     return scores
 
 
