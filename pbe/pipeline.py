@@ -136,9 +136,8 @@ def guided_upsample(
     padded_values = F.pad(values, pad, mode="replicate")
     padded_colour = F.pad(cell_colour, pad, mode="replicate")
 
-    def offset_in_cell(
-        n: int,
-    ) -> torch.Tensor:  # output pixel centre minus its own cell's centre (low-res units)
+    def offset_in_cell(n: int) -> torch.Tensor:
+        """Each output pixel's centre minus its own low-resolution pixel's centre, in low-resolution pixels."""
         centre = (torch.arange(n * scale, device=values.device) + 0.5) / scale - 0.5
         return centre - torch.arange(n, device=values.device).repeat_interleave(scale)
 
@@ -152,7 +151,8 @@ def guided_upsample(
     def colour_distance(dy: int, dx: int) -> torch.Tensor:
         return (near(padded_colour, dy, dx) - guide).pow(2).sum(1, keepdim=True)
 
-    # colour weights relative to the closest neighbour's, so that one of them is 1 (no underflow to 0 / 0)
+    # colour weights relative to the closest neighbour's, so that one of them is 1 (no underflow to 0 / 0); the
+    # distances are computed again in the second pass rather than held (49 full-size planes at radius 3)
     closest = colour_distance(*offsets[0])
     for dy, dx in offsets[1:]:
         closest = torch.minimum(closest, colour_distance(dy, dx))

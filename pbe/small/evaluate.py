@@ -138,12 +138,28 @@ MASK_OPTIONS = {
 }
 
 
+def scene_masks(pipe: PaintByExamplePipeline, scene, exemplar, seed: int) -> dict[str, np.ndarray]:
+    """generate_mask's boolean masks of one scene: "default" (DiffEdit's rule) and each of MASK_OPTIONS, every one
+    from the same noise draws (a generator seeded with `seed`)."""
+    out = {}
+    for name, options in {"default": {}, **MASK_OPTIONS}.items():
+        generator = torch.Generator().manual_seed(seed)
+        masks = pipe.generate_mask(
+            scene.pixels, exemplar, generator=generator, output_type="pt", progress=False, **options
+        )
+        out[name] = masks[0, 0].numpy() > 0.5
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
 def mask_iou(pipe: PaintByExamplePipeline, count: int, backgrounds: str | None, seed: int = 0) -> dict:
     """Mean IoU of `generate_mask` with the object's outline and with its box, on one-object scenes; also the
     outline IoU with each of MASK_OPTIONS (`iou_object_<name>`)."""
     pairs = single_object_scenes(count, backgrounds=backgrounds, seed=seed)
-    runs = {"": {}, **{f"_{name}": options for name, options in MASK_OPTIONS.items()}}
-    scores = {suffix: [] for suffix in runs}
+    scores = {name: [] for name in ("default", *MASK_OPTIONS)}
     box_iou = []
     for k, (scene, exemplar) in enumerate(tqdm(pairs, desc="generate_mask", leave=False, dynamic_ncols=True)):
         obj = scene.objects[0]
@@ -151,18 +167,14 @@ def mask_iou(pipe: PaintByExamplePipeline, count: int, backgrounds: str | None, 
         box = np.zeros_like(outline)
         x0, y0, x1, y1 = obj.box
         box[y0:y1, x0:x1] = True
-        for suffix, options in runs.items():
-            generator = torch.Generator().manual_seed(seed + k)
-            masks = pipe.generate_mask(
-                scene.pixels, exemplar, generator=generator, output_type="pt", progress=False, **options
-            )
-            mask = masks[0, 0].numpy() > 0.5
-            scores[suffix].append((mask & outline).sum() / max(1, (mask | outline).sum()))
-            if not options:
-                box_iou.append((mask & box).sum() / max(1, (mask | box).sum()))
+        masks = scene_masks(pipe, scene, exemplar, seed + k)
+        for name, mask in masks.items():
+            scores[name].append(iou(mask, outline))
+        box_iou.append(iou(masks["default"], box))
     return {
         "scenes": count,
-        **{f"iou_object{suffix}": float(np.mean(values)) for suffix, values in scores.items()},
+        "iou_object": float(np.mean(scores.pop("default"))),
+        **{f"iou_object_{name}": float(np.mean(values)) for name, values in scores.items()},
         "iou_box": float(np.mean(box_iou)),
     }
 

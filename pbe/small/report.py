@@ -22,6 +22,7 @@ from pbe.small.evaluate import (
     load_pipeline,
     mask_iou,
     other_exemplars,
+    scene_masks,
     shape_accuracy,
     shape_hits,
     similarity_to_exemplar,
@@ -104,22 +105,29 @@ def to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
-def edits_figure(edits: list[Edit], columns: dict[str, np.ndarray], path: Path, scale: int = 2) -> Path:
-    """Rows = edits; columns = source | mask | exemplar | one result per model (no paste-back)."""
-    size = edits[0].image.shape[0] * scale
-    names = ["source", "mask", "exemplar", *columns]
+def tile_sheet(names: list[str], rows: list[list[np.ndarray]], path: Path, scale: int = 2) -> Path:
+    """A figure of equal square tiles: one labelled column per name, one row per list of arrays."""
+    size = rows[0][0].shape[0] * scale
     header = 14
-    sheet = Image.new("RGB", (size * len(names), header + size * len(edits)), "white")
+    sheet = Image.new("RGB", (size * len(names), header + size * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
     for j, name in enumerate(names):
         draw.text((j * size + 2, 1), name[: size // 6], fill="black")
-    for i, edit in enumerate(edits):
-        tiles = [edit.image, edit.mask, edit.exemplar] + [results[i] for results in columns.values()]
+    for i, tiles in enumerate(rows):
         for j, tile in enumerate(tiles):
             sheet.paste(to_image(tile).resize((size, size), Image.NEAREST), (j * size, header + i * size))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+def edits_figure(edits: list[Edit], columns: dict[str, np.ndarray], path: Path, scale: int = 2) -> Path:
+    """Rows = edits; columns = source | mask | exemplar | one result per model (no paste-back)."""
+    rows = [
+        [edit.image, edit.mask, edit.exemplar] + [results[i] for results in columns.values()]
+        for i, edit in enumerate(edits)
+    ]
+    return tile_sheet(["source", "mask", "exemplar", *columns], rows, path, scale)
 
 
 @torch.no_grad()
@@ -127,31 +135,21 @@ def masks_figure(model_dir, path: Path, count: int = 8, seed: int = 0, scale: in
     """The first `count` scenes of the automatic-mask score (same scenes and noise draws as `mask_iou`): source |
     exemplar | the object | generate_mask's default | each of MASK_OPTIONS."""
     pipe = load_pipeline(model_dir)
-    pairs = single_object_scenes(count, backgrounds=str(backgrounds_dir()), seed=seed)
-    runs = {"DiffEdit rule": {}, **MASK_OPTIONS}
     rows = []
-    for k, (scene, exemplar) in enumerate(pairs):
-        tiles = [scene.pixels, exemplar, (scene.objects[0].alpha > 0.5).astype(np.float32)]
-        for options in runs.values():
-            generator = torch.Generator().manual_seed(seed + k)
-            mask = pipe.generate_mask(
-                scene.pixels, exemplar, generator=generator, output_type="pt", progress=False, **options
-            )
-            tiles.append(mask[0, 0].numpy())
-        rows.append(tiles)
-    size = scene.pixels.shape[0] * scale
-    names = ["source", "exemplar", "object", *runs]
-    header = 14
-    sheet = Image.new("RGB", (size * len(names), header + size * len(rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for j, name in enumerate(names):
-        draw.text((j * size + 2, 1), name.replace("_one_region", "+1")[: size // 6], fill="black")
-    for i, tiles in enumerate(rows):
-        for j, tile in enumerate(tiles):
-            sheet.paste(to_image(tile).resize((size, size), Image.NEAREST), (j * size, header + i * size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    for k, (scene, exemplar) in enumerate(
+        single_object_scenes(count, backgrounds=str(backgrounds_dir()), seed=seed)
+    ):
+        masks = scene_masks(pipe, scene, exemplar, seed + k)
+        object_mask = (scene.objects[0].alpha > 0.5).astype(np.float32)
+        rows.append([scene.pixels, exemplar, object_mask, *(m.astype(np.float32) for m in masks.values())])
+    names = [
+        "source",
+        "exemplar",
+        "object",
+        "DiffEdit rule",
+        *(n.replace("_one_region", "+1") for n in MASK_OPTIONS),
+    ]
+    return tile_sheet(names, rows, path, scale)
 
 
 SMALL_ROWS = [
