@@ -127,6 +127,13 @@ def guided_upsample(
     between the pixel's guide colour and the mean guide colour over that low-resolution pixel (`sigma_colour`). So a
     coarse map takes the outlines of the image: across an edge of the guide, values of the other side barely count.
     Borders repeat the edge values. Memory: a few full-size planes (one neighbour at a time)."""
+    if not (isinstance(scale, int) and scale >= 1):
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+    if not (isinstance(radius, int) and radius >= 0):
+        raise ValueError(f"radius must be an integer >= 0 (low-resolution pixels), got {radius!r}")
+    for name, sigma in (("sigma_space", sigma_space), ("sigma_colour", sigma_colour)):
+        if not (isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}")
     batch, _, h, w = values.shape
     if guide.shape[0] != batch or guide.shape[-2:] != (h * scale, w * scale):
         raise ValueError(f"guide must be ({batch}, 3, {h * scale}, {w * scale}), got {tuple(guide.shape)}")

@@ -342,6 +342,14 @@ def test_guided_upsample_puts_the_edge_where_the_guide_has_it():
     assert torch.isfinite(guided_upsample(torch.rand(1, 1, 4, 4), speck, 4, sigma_colour=0.01)).all()
     with pytest.raises(ValueError, match="guide must be"):
         guided_upsample(values, guide[..., :8], 4)
+    for bad, match in (
+        ({"scale": 0}, "scale"),
+        ({"radius": -1}, "radius"),
+        ({"sigma_space": 0.0}, "sigma_space"),
+        ({"sigma_colour": float("nan")}, "sigma_colour"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            guided_upsample(values, guide, **{"scale": 4, **bad})
 
 
 def test_generate_mask_guided_upsampling_gives_a_binary_mask_of_the_image_size(pipe):
