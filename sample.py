@@ -12,12 +12,18 @@ arguments, not between them) every job is checked before the first runs, each ru
 """
 
 import sys
-from pathlib import Path
 
-import hydra
+try:  # Ctrl-C while the libraries load: one line, no traceback
+    import warnings
+    from pathlib import Path
 
-# Importing pbe.sample_cli also registers the ${pbe_parent:...} resolver that configs/sample.yaml uses.
-from pbe.sample_cli import check_command_line, run_hydra_job, usage
+    import hydra
+
+    # Importing pbe.sample_cli also registers the ${pbe_parent:...} resolver that configs/sample.yaml uses.
+    from pbe.sample_cli import check_command_line, quote_paths, run_hydra_job, usage
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 BAD_INPUT = (
@@ -31,6 +37,10 @@ def fail(message: str, code: int = 1):
     sys.exit(code)
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 @hydra.main(config_path="configs", config_name="sample", version_base="1.3")
 def main(cfg) -> None:
     try:
@@ -42,14 +52,17 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if "--help" in argv or "-h" in argv:
-        print(usage(CONFIG_DIR / "sample.yaml"))
-        sys.exit(0)
+    warnings.formatwarning = one_line_warning
     try:
-        check_command_line(argv, CONFIG_DIR)  # every job of a sweep, before Hydra writes or runs anything
+        sys.argv[1:] = quote_paths(sys.argv[1:])  # image=chät.png, image=a=b.png: quoted for Hydra
+        if "--help" in sys.argv or "-h" in sys.argv:
+            print(usage(CONFIG_DIR / "sample.yaml"))
+            sys.exit(0)
+        check_command_line(
+            sys.argv[1:], CONFIG_DIR
+        )  # every job of a sweep, before Hydra writes or runs anything
+        main()
     except BAD_INPUT as e:
         fail(f"error: {e}")
     except KeyboardInterrupt:
-        fail("interrupted", 130)
-    main()
+        fail("interrupted: no output was written", 130)

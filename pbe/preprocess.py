@@ -1,8 +1,9 @@
 """Image, mask and exemplar handling for the editing pipeline.
 
 Conventions (the same as diffusers' PaintByExamplePipeline and the original inference script):
-- images: PIL images (any mode; grayscale and RGBA are converted to RGB), HxW / HxWx3 / HxWx4 uint8 arrays, file
-  paths, or tensors (3, H, W) / (B, 3, H, W) already in [-1, 1];
+- images: PIL images (any mode; grayscale and RGBA are converted to RGB, 16-bit and float images keep their range),
+  HxW / HxWx3 / HxWx4 uint8 arrays, file paths (turned upright by their EXIF orientation, as diffusers' load_image
+  does), or tensors (3, H, W) / (B, 3, H, W) already in [-1, 1];
 - masks: white (>= 0.5) = repaint: PIL images (brightness; alpha is ignored), integer arrays 0..255, bool arrays, float
   arrays / tensors in [0, 1]. Inside the model the convention flips to 1 = keep;
 - exemplars: anything an image can be, preprocessed like transformers' CLIPImageProcessor (shortest edge to 224 with
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
@@ -37,14 +38,46 @@ def open_image(value: ImageLike, name: str) -> Image.Image | np.ndarray | torch.
         try:
             with Image.open(path) as img:
                 img.load()
-                return img.copy()
-        except (UnidentifiedImageError, OSError) as e:
+                # as a photo viewer shows it (and as diffusers' load_image does): a phone photo stands upright
+                upright = ImageOps.exif_transpose(img)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ValueError(f"{name}: {path} is not an image PIL can read ({e})") from None
+        return to_8bit(upright, f"{name} ({path})")
     if isinstance(value, Image.Image | np.ndarray | torch.Tensor):
         return value
     raise ValueError(
         f"{name} has type {type(value).__name__}; expected a PIL image, a numpy array, a tensor or a file path"
     )
+
+
+# Modes PIL decodes with more than 8 bits per channel, and the value that is white in each.
+HIGH_DEPTH_WHITE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+
+
+def to_8bit(img: Image.Image, name: str) -> Image.Image:
+    """The image with 8 bits per channel, its real range kept: 16-bit images (PIL "I;16" / "I") are scaled from
+    [0, 65535], float images ("F") from [0, 1]. PIL's own convert("RGB") would clip them (a 16-bit photo turns almost
+    white, a [0, 1] float one black); values outside those ranges, and modes with no RGB meaning, are refused."""
+    if img.mode in EIGHT_BIT_MODES:
+        return img
+    if img.mode not in HIGH_DEPTH_WHITE:
+        try:
+            return img.convert("RGB")
+        except ValueError:
+            raise ValueError(
+                f"{name}: PIL mode {img.mode!r} cannot be turned into RGB; save it as an 8- or 16-bit RGB or "
+                "grayscale image"
+            ) from None
+    white = HIGH_DEPTH_WHITE[img.mode]
+    values = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name}: the image holds NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > white:
+        kind = "a float image must hold values in [0, 1]" if img.mode == "F" else "a 16-bit image: [0, 65535]"
+        raise ValueError(f"{name}: values in [{low:g}, {high:g}]; {kind}")
+    return Image.fromarray(np.round(values * (255 / white)).astype(np.uint8), mode="L")
 
 
 def as_list(value, name: str) -> list:
@@ -61,7 +94,7 @@ def as_list(value, name: str) -> list:
 def to_uint8_rgb(img, name: str) -> np.ndarray:
     """HxWx3 uint8 from a PIL image (any mode) or an HxW / HxWx3 / HxWx4 array (integers in [0, 255], or float in
     [0, 1]); empty or non-finite input is refused."""
-    arr = np.array(img.convert("RGB")) if isinstance(img, Image.Image) else np.asarray(img)
+    arr = np.array(to_8bit(img, name).convert("RGB")) if isinstance(img, Image.Image) else np.asarray(img)
     if arr.size == 0:
         raise ValueError(f"{name}: empty image of shape {arr.shape}; expected an image with pixels")
     if isinstance(img, Image.Image):
@@ -90,7 +123,7 @@ def to_uint8_rgb(img, name: str) -> np.ndarray:
 def to_mask_float(mask, name: str) -> np.ndarray:
     """HxW float32 in [0, 1] (white = repaint) from a PIL image, an array, or a tensor."""
     if isinstance(mask, Image.Image):
-        return np.array(mask.convert("L")).astype(np.float32) / 255.0
+        return np.array(to_8bit(mask, name).convert("L")).astype(np.float32) / 255.0
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu()
         mask = (mask.float() if mask.is_floating_point() else mask).numpy()

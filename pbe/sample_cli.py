@@ -11,11 +11,11 @@ tests and notebooks use them without Hydra.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -24,9 +24,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
+from pbe.files import check_folder_writable, check_new_file, write_file, write_files
 from pbe.preprocess import open_image
+from pbe.sweeps import sweep_jobs, swept_keys
 
 DTYPES = ("fp32", "fp16", "bf16")
+MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes
+SWEEP_RECORD = "multirun.yaml"  # what Hydra writes beside a sweep's outputs
 AUTO_MASK = "auto"
 GRID_GAP = 4  # white pixels between grid cells
 LABEL_HEIGHT = 14  # the label strip above the first grid row
@@ -75,6 +79,7 @@ class SampleArgs:
     mask_single_region: bool = False
     vae_tiling: bool | None = None  # None: tile the VAE above 1024 pixels a side
     warn_pixels: int = 2048 * 2048  # warn before editing an image of more pixels; 0: never
+    max_pixels: int = 4096 * 4096  # refuse (from the file's header) an image of more pixels; 0: no limit
 
 
 @dataclass
@@ -97,9 +102,14 @@ class Outputs:
 # ----------------------------------------------------------------------------------------------- validation
 
 
-def _integer(values: Mapping, name: str, low: int, what: str) -> int:
+def _integer(values: Mapping, name: str, low: int, what: str, high: int | None = None) -> int:
     value = values[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return value
 
@@ -211,7 +221,7 @@ def parse_args(values: Mapping) -> SampleArgs:
         example=example,
         out=out,
         grid=_flag(values, "grid"),
-        seed=_integer(values, "seed", 0, "an integer >= 0"),
+        seed=_integer(values, "seed", 0, f"an integer in [0, {MAX_SEED}] (2**64 - 1)", MAX_SEED),
         steps=_integer(values, "steps", 1, "an integer >= 1"),
         guidance=_number(values, "guidance", lambda v: v >= 0, "a number >= 0 (1 or less: no guidance)"),
         sampler=sampler,
@@ -232,13 +242,34 @@ def parse_args(values: Mapping) -> SampleArgs:
         mask_single_region=_flag(values, "mask_single_region"),
         vae_tiling=_flag(values, "vae_tiling", allow_none=True),
         warn_pixels=_integer(values, "warn_pixels", 0, "an integer >= 0 (0: never warn)"),
+        max_pixels=_integer(values, "max_pixels", 0, "an integer >= 0 (0: no limit)"),
     )
     check_weights(args.weights)
     return args
 
 
+def check_pixels(path: Path, name: str, max_pixels: int) -> None:
+    """Refuse, from the file's header (before decoding it), an image of more than `max_pixels` pixels."""
+    if not max_pixels or not path.is_file():
+        return  # open_image says what is wrong with a missing file
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception:  # noqa: BLE001 -- not an image: open_image says so, with the reason
+        return
+    if width * height > max_pixels:
+        raise ValueError(
+            f"{name}: {path} is {width}x{height} = {width * height:,} pixels, more than max_pixels={max_pixels:,}; "
+            "resize it, or raise max_pixels (0: no limit) if you mean it (the VAE alone takes minutes at that size)"
+        )
+
+
 def load_inputs(args: SampleArgs) -> Inputs:
-    """Read the image, mask and exemplar; the mask must have the image's size."""
+    """Read the image, mask and exemplar (sizes checked from the headers first); the mask must have the image's
+    size."""
+    for path, name in ((args.image, "image"), (args.mask, "mask"), (args.example, "example")):
+        if path is not None:
+            check_pixels(path, name, args.max_pixels)
     image = open_image(args.image, "image").convert("RGB")
     example = open_image(args.example, "example").convert("RGB")
     mask = None
@@ -281,19 +312,11 @@ def check_free(paths: Sequence[Path], overwrite: bool) -> None:
         )
 
 
-def check_writable(folder: Path, needed: int = 0) -> None:
-    """The output folder can be created and written (probed with an empty file), with `needed` bytes free."""
+def check_room(folder: Path, needed: int) -> None:
+    """The nearest existing folder above the outputs has `needed` bytes free."""
     existing = folder
-    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+    while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"out: cannot create the folder {folder}: {existing} is a file, not a folder")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".pbe-write-probe.", suffix=".tmp", dir=existing)
-    except OSError as e:
-        raise ValueError(f"out: cannot write in {existing} ({e.strerror or e})") from None
-    os.close(handle)
-    os.unlink(probe)
     free = shutil.disk_usage(existing).free
     if free < needed:
         raise ValueError(
@@ -311,72 +334,56 @@ def output_bytes(args: SampleArgs, size: tuple[int, int], example_size: tuple[in
     return total + 65536
 
 
+def input_paths(args: SampleArgs) -> list[Path]:
+    return [p for p in (args.image, args.mask, args.example, args.weights) if p is not None]
+
+
 def check_outputs(args: SampleArgs, outputs: Outputs, inputs: Inputs | None = None) -> None:
     """Before any work: no output would replace an input (even with overwrite=true) or anything but a PNG, existing
     outputs only with overwrite=true, and the output folder is writable with room for the files."""
-    from pbe.checkpoints.tensor_io import check_replaceable
-
-    sources = [p for p in (args.image, args.mask, args.example, args.weights) if p is not None]
-    for path in outputs.all():
-        check_replaceable(path, src=sources, label="out", file_suffixes=OUTPUT_SUFFIXES, folders=False)
     check_free(outputs.all(), args.overwrite)
+    for path in outputs.all():
+        check_new_file(
+            path, overwrite=args.overwrite, inputs=input_paths(args), suffixes=OUTPUT_SUFFIXES, label="out"
+        )
     needed = 0 if inputs is None else output_bytes(args, inputs.image.size, inputs.example.size)
     for folder in dict.fromkeys(p.parent for p in outputs.all()):
-        check_writable(folder, needed)
+        check_folder_writable(folder, label="out")
+        check_room(folder, needed)
 
 
-def write_outputs(items: Sequence[tuple[Image.Image, Path]], overwrite: bool = False) -> None:
-    """Write every file or none: each goes to a temporary sibling first, and only when all are complete are they
-    renamed into place. A failure (a full disk, a read-only folder) leaves no output and no temporary file."""
-    staged: list[tuple[Path, Path]] = []  # (temporary, target)
-    placed: list[Path] = []  # targets that did not exist before
-    created: list[Path] = []  # folders made here
+def check_sweep_record(args: SampleArgs) -> None:
+    """A sweep writes Hydra's record of it (multirun.yaml) beside its outputs: never over a file of the user's, and
+    over an earlier sweep's record only with overwrite=true."""
+    record = args.out.parent / SWEEP_RECORD
+    if not record.exists() and not record.is_symlink():
+        return
+    if not args.overwrite:
+        raise FileExistsError(
+            f"out: {record} already exists and a sweep writes its record there; pass overwrite=true to replace "
+            "it, or choose another out= folder"
+        )
+    if not is_sweep_record(record):
+        raise ValueError(
+            f"out: {record} is not a sweep record pbe wrote (a sweep writes its multirun.yaml beside the outputs); "
+            "choose another out= folder or move the file"
+        )
+
+
+def is_sweep_record(path: Path) -> bool:
+    """Whether `path` is a multirun.yaml that Hydra wrote for a sample.py sweep."""
+    if path.is_symlink() or not path.is_file():
+        return False
     try:
-        for image, path in items:
-            for folder in reversed([path.parent, *path.parent.parents]):
-                if not folder.exists():
-                    try:
-                        folder.mkdir()
-                    except FileExistsError:  # another writer (e.g. an evaluation rank) made it meanwhile
-                        continue
-                    created.append(folder)
-            if not overwrite and path.exists():
-                raise FileExistsError(f"out: {path} already exists; pass overwrite=true to replace it")
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((Path(temporary), path))
-            with os.fdopen(handle, "wb") as f:
-                image.save(f, format="PNG")
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        for temporary, path in staged:
-            existed = path.exists()
-            os.replace(temporary, path)
-            if not existed:
-                placed.append(path)
-    except BaseException as e:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-        for path in placed:
-            path.unlink(missing_ok=True)
-        for folder in reversed(created):
-            if not any(folder.iterdir()):
-                folder.rmdir()
-        if isinstance(e, OSError) and not isinstance(e, FileExistsError):
-            target = staged[-1][1] if staged else items[0][1] if items else "?"
-            raise OSError(
-                e.errno, f"out: cannot write {target} ({e.strerror or e}); no output was written"
-            ) from e
-        raise
+        record = OmegaConf.load(path)
+        return OmegaConf.select(record, "hydra.mode") == "MULTIRUN" and "image" in record
+    except Exception:  # noqa: BLE001 -- not YAML, not a mapping: not ours
+        return False
 
 
 def write_png(image: Image.Image, path: Path, overwrite: bool = False) -> None:
-    """Write `path` atomically: a temporary file in the same folder, then a rename over the target."""
-    write_outputs([(image, path)], overwrite)
-
-
-def _umask() -> int:
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
+    """Write `path` atomically (kept for callers outside the CLI; new code uses pbe.files.write_file)."""
+    write_file(path, image, overwrite=overwrite)
 
 
 def binary_mask(mask: Image.Image) -> Image.Image:
@@ -426,22 +433,30 @@ def draw_grid(
 # ----------------------------------------------------------------------------------------------- sweeps
 
 
-def swept_keys(argv: Sequence[str]) -> list[str]:
-    """Keys a command line sweeps (``seed=1,2,3``, ``sampler=ddim,plms``, ``range(...)``), in order."""
+QUOTING_HINT = (
+    "a value with characters the command line does not take bare (brackets, '=', quotes) goes in quotes inside "
+    "the shell's: key=\"'my (1).png'\""
+)
+
+
+def quote_paths(argv: Sequence[str], keys: Sequence[str] = (*PATH_KEYS, "out")) -> list[str]:
+    """Paths Hydra's override grammar cannot read bare (non-ASCII letters, ``=``, brackets), quoted for it:
+    ``image=chät.png`` -> ``image='chät.png'``. Values that parse, and sweeps (a comma), are left as they are."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    keys = []
+    quoted = []
     for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue  # flags (-m, --config-name, ...) and their values
-        try:
-            override = parser.parse_override(arg)
-        except Exception:  # not an override Hydra would accept: not ours to judge here
-            continue
-        if override.is_sweep_override() and override.key_or_group not in keys:
-            keys.append(override.key_or_group)
-    return keys
+        key, sep, value = arg.partition("=")
+        if sep and key in keys and value and "," not in value and value[0] not in "'\"":
+            try:
+                parser.parse_override(arg)
+            except Exception:  # noqa: BLE001 -- Hydra raises several kinds; quoting is the cure for all
+                quote = "'" if "'" not in value else '"' if '"' not in value else None
+                if quote is not None:
+                    arg = f"{key}={quote}{value}{quote}"
+        quoted.append(arg)
+    return quoted
 
 
 def _name_part(key: str, value) -> str:
@@ -459,15 +474,6 @@ def sweep_suffix(keys: Sequence[str], values: Mapping, job_number: int | None = 
     return "_".join(parts)
 
 
-def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
-    """Every job of a command line's sweep, as override lists, expanded exactly as Hydra's basic sweeper does."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return BasicSweeper.split_arguments(parsed, None)[0]
-
-
 def check_sweep(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, multirun: bool = True) -> int:
     """Check every job of `overrides` (a sweep when `multirun`) before any runs: each job's arguments, inputs and
     outputs as `run` would, and that no two jobs write the same file. Nothing is written. Returns the job count."""
@@ -479,9 +485,10 @@ def check_sweep(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, multiru
     try:
         jobs = sweep_jobs(ours) if multirun else [list(ours)]
     except (HydraException, OmegaConfBaseException) as e:
-        raise ValueError(f"cannot read the command line: {e}") from None
+        raise ValueError(f"cannot read the command line: {e} ({QUOTING_HINT})") from None
     keys = swept_keys(ours) if multirun else []
     writers: dict[Path, int] = {}
+    records: dict[Path, SampleArgs] = {}  # one sweep record (multirun.yaml) per output folder
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         for number, job in enumerate(jobs):
             where = (
@@ -492,15 +499,18 @@ def check_sweep(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, multiru
                     values = config_values(compose("sample", overrides=job))
                 except (HydraException, OmegaConfBaseException) as e:
                     valid = ", ".join(f.name for f in fields(SampleArgs))
-                    raise ValueError(f"{str(e).splitlines()[0]} Valid options: {valid}") from None
+                    hint = f" ({QUOTING_HINT})" if "Lexer" in str(e) or "mismatched input" in str(e) else ""
+                    raise ValueError(f"{str(e).splitlines()[0]}{hint} Valid options: {valid}") from None
                 args = parse_args(values)
                 inputs = load_inputs(args)
                 outputs = output_paths(args, sweep_suffix(keys, values, number) if multirun else "")
                 check_outputs(args, outputs, inputs)
+                check_against_checkpoint(args, inputs)
             except (ValueError, OSError) as e:
                 if not multirun:
                     raise
                 raise type(e)(where + str(e)) from None
+            records.setdefault(args.out.parent, args)
             for path in outputs.all():
                 other = writers.setdefault(path.resolve(), number)
                 if other != number:
@@ -508,6 +518,9 @@ def check_sweep(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, multiru
                         f"sweep jobs {other} and {number} would both write {path}; sweep values that differ in their "
                         "file names (e.g. two images both called photo.png), or use separate runs"
                     )
+    if multirun:
+        for args in records.values():
+            check_sweep_record(args)
     return len(jobs)
 
 
@@ -606,6 +619,32 @@ def check_steps_for(scheduler: Mapping, sampler: str | None, steps: int) -> None
     schedule.check_steps(steps, sampler or default, **(options if sampler in (None, default) else {}))
 
 
+def checkpoint_facts(weights: Path) -> tuple[dict, int]:
+    """The checkpoint's schedule and its VAE's pixel factor, read without loading the weights (memory-mapped);
+    remembered per path and modification time, so a sweep reads them once."""
+    return _checkpoint_facts(weights.resolve(), weights.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _checkpoint_facts(weights: Path, mtime_ns: int) -> tuple[dict, int]:
+    from pbe.checkpoints.formats import load_checkpoint
+
+    ckpt = load_checkpoint(weights)
+    return ckpt.scheduler, ckpt.config.vae.downsample_factor
+
+
+def check_against_checkpoint(args: SampleArgs, inputs: Inputs) -> None:
+    """What depends on the checkpoint, checked before its weights load: the step count its schedule can run with
+    the sampler, and an image of at least one latent pixel."""
+    scheduler, vae_scale = checkpoint_facts(args.weights)
+    check_steps_for(scheduler, args.sampler, args.steps)
+    w, h = inputs.image.size
+    if w < vae_scale or h < vae_scale:
+        raise ValueError(
+            f"image is {w}x{h} pixels; this model needs at least {vae_scale}x{vae_scale} (one latent pixel)"
+        )
+
+
 def run(args: SampleArgs, suffix: str = "") -> Outputs:
     """Edit `args.image` and write the result(s) and grid. Every check happens before the weights load."""
     import torch
@@ -618,12 +657,12 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
     check_outputs(args, outputs, inputs)
     device = resolve_device(args.device)
     dtype = DTYPES[args.dtype]
+    check_against_checkpoint(args, inputs)
     warn_if_large(args, inputs)
 
     _note(args, f"loading weights from {args.weights} ...")
     start = time.perf_counter()
-    ckpt = load_checkpoint(args.weights)  # tensors are memory-mapped: the schedule is known before they load
-    check_steps_for(ckpt.scheduler, args.sampler, args.steps)
+    ckpt = load_checkpoint(args.weights)
     pipe = PaintByExamplePipeline.from_checkpoint(ckpt, torch_dtype=dtype, device=device)
     _note(args, f"loaded in {time.perf_counter() - start:.1f} s; editing on {device} ({args.dtype})")
     pipe.vae_tiling = args.vae_tiling
@@ -657,12 +696,12 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
         progress=args.progress,
     ).images
 
-    files = list(zip(results, outputs.results, strict=True))
+    files = list(zip(outputs.results, results, strict=True))
     if outputs.mask is not None:
-        files.append((mask, outputs.mask))
+        files.append((outputs.mask, mask))
     if outputs.grid is not None:
-        files.append((draw_grid(inputs.image, mask, inputs.example, results), outputs.grid))
-    write_outputs(files, args.overwrite)
+        files.append((outputs.grid, draw_grid(inputs.image, mask, inputs.example, results)))
+    write_files(files, overwrite=args.overwrite, inputs=input_paths(args), suffixes=OUTPUT_SUFFIXES)
     print(f"wrote {', '.join(str(p) for p in outputs.all())}")
     return outputs
 

@@ -24,6 +24,7 @@ from pbe.sample_cli import (
     check_sweep,
     config_values,
     draw_grid,
+    load_inputs,
     output_paths,
     parse_args,
     run,
@@ -115,8 +116,8 @@ BAD_INPUT = [
     ({"seeed": 1}, ValueError, r"unknown argument\(s\) \['seeed'\]; valid: .*seed"),
     ({"image": "{photos}"}, ValueError, "image: .* is a directory"),
     ({"mask": "{photos}"}, ValueError, "mask: .* is a directory"),
-    ({"out": "{photos}/astronaut.png", "overwrite": True}, ValueError, "out .*astronaut.png is the source"),
-    ({"out": "{photos}/mask.png", "overwrite": True}, ValueError, "out .*mask.png is the source"),
+    ({"out": "{photos}/astronaut.png", "overwrite": True}, ValueError, "out: .*astronaut.png is the input"),
+    ({"out": "{photos}/mask.png", "overwrite": True}, ValueError, "out: .*mask.png is the input"),
     ({"out": "{photos}/notes.txt/result.png"}, ValueError, "notes.txt is a file, not a folder"),
     ({"out": "/proc/pbe-no-such-dir/result.png"}, ValueError, "out: cannot write in /proc"),
     ({"warn_pixels": -1}, ValueError, "warn_pixels must be an integer >= 0"),
@@ -296,9 +297,9 @@ def test_grid_has_one_row_per_result_with_the_exemplar_at_row_height():
 
 
 def test_write_png_leaves_the_target_untouched_when_writing_fails(tmp_path):
-    class Broken:
+    class Broken(Image.Image):
         def save(self, f, format):
-            f.write(b"half a png")
+            Path(f).write_bytes(b"half a png")
             raise OSError("disk full")
 
     target = tmp_path / "r.png"
@@ -377,9 +378,9 @@ def test_a_disk_without_room_is_found_before_the_weights_load(
 def test_a_failure_writing_the_grid_leaves_nothing_that_blocks_the_rerun(
     weights, photos, tmp_path, monkeypatch
 ):
-    class FullDisk:
+    class FullDisk(Image.Image):
         def save(self, f, format):
-            f.write(b"half a png")
+            Path(f).write_bytes(b"half a png")
             raise OSError(errno.ENOSPC, "No space left on device")
 
     out = tmp_path / "edits" / "result.png"
@@ -408,7 +409,7 @@ def sweep_overrides(weights, photos, out, *extra) -> list[str]:
         (["seed=1,2", "image={photos}/astronaut.png,{photos}"], "sweep job 2 .*image: .* is a directory"),
         (
             ["seed=1,2", "mask={photos}/r_seed2.png", "out={photos}/r.png", "overwrite=true"],
-            "sweep job 1 .*r_seed2.png is the source",
+            "sweep job 1 .*r_seed2.png is the input",
         ),
     ],
     ids=["bad_sampler", "steps_02", "same_file_name", "directory", "out_is_an_input"],
@@ -512,3 +513,126 @@ def test_write_png_tolerates_a_folder_made_by_another_writer_meanwhile(tmp_path,
     write_png(Image.new("RGB", (4, 4)), target)
     monkeypatch.undo()
     assert pixels(target).shape == (4, 4, 3)
+
+
+# ----------------------------------------------------------------------------------------------- round two of bad input
+
+
+def test_a_seed_beyond_what_a_generator_takes_is_refused_with_its_range(weights, photos, tmp_path, no_model):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 18446744073709551615\]"):
+        parse_args(arguments(weights, photos, tmp_path / "r.png", seed=2**70))
+    assert parse_args(arguments(weights, photos, tmp_path / "r.png", seed=2**64 - 1)).seed == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"steps": 100000}, r"steps must be an integer in \[1, 1000\]"),
+        ({"steps": 1000, "sampler": "plms"}, "steps=1000 does not work for sampler plms"),
+        (
+            {"image": "{photos}/dot.png", "mask": "{photos}/dot_mask.png"},
+            "image is 1x1 pixels; this model needs",
+        ),
+    ],
+    ids=["steps_100000", "steps_1000_plms", "one_pixel"],
+)
+def test_what_depends_on_the_checkpoint_is_checked_before_its_weights_load(
+    weights, photos, tmp_path, no_model, capsys, change, message
+):
+    Image.new("RGB", (1, 1)).save(photos / "dot.png")
+    Image.new("L", (1, 1), 255).save(photos / "dot_mask.png")
+    change = {k: v.format(photos=photos) if isinstance(v, str) else v for k, v in change.items()}
+    args = parse_args(arguments(weights, photos, tmp_path / "r.png", progress=True, **change))
+    with pytest.raises(ValueError, match=message):
+        run(args)
+    assert "loading weights" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match=message):  # and for a sweep, before its first job
+        check_sweep([f"{k}={v}" for k, v in arguments(weights, photos, tmp_path / "r.png", **change).items()])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_image_above_max_pixels_is_refused_from_its_header(
+    weights, photos, tmp_path, no_model, monkeypatch
+):
+    big = photos / "big.png"
+    Image.new("RGB", (300, 200)).save(big)
+    Image.new("L", (300, 200)).save(photos / "big_mask.png")
+    opened = []
+    monkeypatch.setattr(sample_cli, "open_image", lambda *a, **k: opened.append(a) or None)
+    values = arguments(weights, photos, tmp_path / "r.png", image=str(big), mask=str(photos / "big_mask.png"))
+    with pytest.raises(
+        ValueError, match=r"image: .*big.png is 300x200 = 60,000 pixels, more than max_pixels=59,999"
+    ):
+        load_inputs(parse_args({**values, "max_pixels": 59_999}))
+    assert opened == []  # refused before any decoding
+    assert SampleArgs.max_pixels == 4096 * 4096  # the documented default
+
+
+def test_a_sweep_never_replaces_a_multirun_yaml_of_the_users(weights, photos, tmp_path, no_model):
+    record = tmp_path / "multirun.yaml"
+    record.write_text("my notes\n")
+    overrides = sweep_overrides(weights, photos, tmp_path / "r.png", "seed=1,2")
+    with pytest.raises(FileExistsError, match="multirun.yaml already exists .* overwrite=true"):
+        check_sweep(overrides)
+    with pytest.raises(ValueError, match="multirun.yaml is not a sweep record pbe wrote"):
+        check_sweep([*overrides, "overwrite=true"])
+    assert record.read_text() == "my notes\n"
+    record.write_text("hydra:\n  mode: MULTIRUN\nimage: a.png\n")  # an earlier sweep's record
+    assert check_sweep([*overrides, "overwrite=true"]) == 2
+
+
+def test_sample_py_keeps_the_users_multirun_yaml(weights, photos, tmp_path):
+    (tmp_path / "multirun.yaml").write_text("my notes\n")
+    values = arguments(weights, photos, "r.png", grid=False)
+    done = sample_py(tmp_path, "-m", *(f"{k}={v}" for k, v in values.items()), "seed=1,2")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "multirun.yaml already exists" in error_lines(done)[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun.yaml"]
+    assert (tmp_path / "multirun.yaml").read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("name", ["chät.png", "my photo.png", "a=b.png"])
+def test_paths_with_spaces_letters_beyond_ascii_or_equals_signs_are_read(weights, photos, tmp_path, name):
+    shutil.copy(photos / "astronaut.png", tmp_path / name)
+    values = arguments(weights, photos, "r.png", image=str(tmp_path / name), grid=False)
+    done = sample_py(tmp_path, *(f"{k}={v}" for k, v in values.items()))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r.png").is_file()
+
+
+def test_quote_paths_quotes_only_what_hydra_cannot_read():
+    assert sample_cli.quote_paths(["image=chät.png", "mask=m.png", "seed=1,2", "example=(1).png"]) == [
+        "image='chät.png'",
+        "mask=m.png",
+        "seed=1,2",
+        "example='(1).png'",
+    ]
+    assert sample_cli.quote_paths(["image=a,ä.png"]) == ["image=a,ä.png"]  # a sweep: left to Hydra
+
+
+def test_an_unreadable_override_says_how_to_quote(weights, photos, tmp_path, no_model):
+    with pytest.raises(ValueError, match="goes in quotes"):
+        check_sweep([*sweep_overrides(weights, photos, tmp_path / "r.png"), "sampler=(ddim"])
+
+
+def test_ctrl_c_while_sample_py_starts_is_one_line_and_exit_130(weights, photos, tmp_path):
+    import signal
+    import time
+
+    values = arguments(weights, photos, "r.png")
+    for delay in (0.3, 1.0, 2.0):  # the imports (hydra, torch) take seconds: each lands in a different phase
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "sample.py"), *(f"{k}={v}" for k, v in values.items())],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        if process.returncode == 0:  # finished before the signal: nothing to check at this delay
+            continue
+        assert process.returncode == 130, err
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert not (tmp_path / "r.png").exists() or (tmp_path / "r_grid.png").exists()  # all or nothing
