@@ -126,3 +126,18 @@ def test_data_that_does_not_fit_the_model_fails_before_any_step(tmp_path):
     cfg = compose(f"run_dir={tmp_path}", "data.augment.exemplar_size=48")
     with pytest.raises(ValueError, match="exemplar_size=48 but the model's vision tower takes 32x32"):
         train(cfg)
+
+
+def test_every_job_of_a_training_sweep_is_checked_before_the_first_trains(tmp_path):
+    from pathlib import Path
+
+    from pbe.training.run import check_sweep
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    overrides = ["experiment=tiny", f"output_root={tmp_path}", "loader.batch_size=2,0"]
+    with pytest.raises(ValueError, match=r"sweep job 1 \(.*loader.batch_size=0\): loader.batch_size must be"):
+        check_sweep(overrides, configs)
+    with pytest.raises(ValueError, match="sweep job 0 .*data.source.manifest"):
+        check_sweep(["experiment=tiny", "data=jsonl", "seed=1,2"], configs)
+    assert check_sweep(["experiment=tiny", "seed=1,2,3"], configs) == 3
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from pbe.assets import backgrounds_dir, demo_dir
 from pbe.data.synthetic import SyntheticSource
+from pbe.files import write_file, write_files
 from pbe.small.scenes import exemplar_crop, held_out_edits, render_scene
 
 SHORT_SIDE = 128
@@ -56,16 +57,16 @@ def synthetic_exemplar(colour: str, shape: str, seed: int = 9_000) -> np.ndarray
 def make_demo_assets(folder: Path | None = None) -> list[Path]:
     """Write `<name>_mask.png` and `<name>_exemplar.png` for every photo of PHOTO_EDITS."""
     folder = Path(folder or demo_dir())
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    files = []
     for name, (box, (colour, shape)) in PHOTO_EDITS.items():
         photo = load_photo(name)
         mask = Image.new("L", (photo.shape[1], photo.shape[0]), 0)
         ImageDraw.Draw(mask).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=255)
-        mask.save(folder / f"{name}_mask.png")
-        Image.fromarray(synthetic_exemplar(colour, shape)).save(folder / f"{name}_exemplar.png")
-        written += [folder / f"{name}_mask.png", folder / f"{name}_exemplar.png"]
-    return written
+        files += [
+            (folder / f"{name}_mask.png", mask),
+            (folder / f"{name}_exemplar.png", Image.fromarray(synthetic_exemplar(colour, shape))),
+        ]
+    return write_files(files, overwrite=True)  # the package's own demo assets, regenerated
 
 
 def demo_items(synthetic: int = 4) -> list[dict]:
@@ -146,10 +147,8 @@ def run_demo(model=None, out: str | Path = "outputs/demo/grid.png", steps: int =
         )
     rows = [[item["image"], item["mask"], item["exemplar"], results[i]] for i, item in enumerate(items)]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    grid(rows, ["source", "mask", "exemplar", "result (paste-back)"]).save(tmp)
-    tmp.replace(out)
+    # the demo's own output: each run of the demo replaces the grid the last one drew
+    write_file(out, grid(rows, ["source", "mask", "exemplar", "result (paste-back)"]), overwrite=True)
     elapsed = time.perf_counter() - start
     print(f"wrote {out} ({len(rows)} edits, {steps} steps each) in {elapsed:.1f} s")
     return {"grid": out, "edits": len(rows), "seconds": elapsed}

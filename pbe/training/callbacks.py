@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
+from pbe.files import write_file
 from pbe.models.clip_vision import CLIP_MEAN, CLIP_STD
 
 
@@ -118,10 +118,7 @@ class SampleGrid(L.Callback):
             return
         image = grid_image(self.items, results)
         path = self.out_dir / f"step_{trainer.global_step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)  # atomic: a reader never sees half a PNG
+        write_file(path, image, overwrite=True)  # the run's own folder; a resumed run redraws its step
         self.written.append(path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):

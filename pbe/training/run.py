@@ -14,13 +14,14 @@ import datetime
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from pbe.files import write_file
 from pbe.training.autoencoder import train_autoencoder
 from pbe.training.callbacks import DatasetEpoch, SampleGrid, Throughput
 from pbe.training.datamodule import ExemplarDataModule, LoaderConfig, per_device_batch
@@ -337,20 +338,14 @@ def training_callbacks(callbacks_cfg: Mapping, run_dir: Path) -> list:
 
 
 def save_config(cfg: Mapping, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    os.replace(tmp, path)
+    # the run's own record; a run resumed in the same folder records its config again
+    write_file(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)), overwrite=True)
 
 
-def train_diffusion(cfg: DictConfig | Mapping, run_dir: Path, callbacks: list | None = None) -> Path:
-    """The paper's stage: train the UNet and the exemplar encoder's trained parts (module docstring)."""
-    from pbe.training.module import PaintByExampleModule
-
-    c = plain(cfg)
+def check_diffusion_config(c: Mapping) -> tuple[LoaderConfig, dict, ExemplarDataModule]:
+    """The diffusion stage's checks on a plain config that need no model: keys, loader, trainer, and the data
+    (a missing path fails here). Returns the loader config, the trainer config and the prepared data module."""
     check_keys(c, TOP_LEVEL_KEYS, "config")
-    seed = int(c.get("seed", 23))
     try:
         loader_cfg = LoaderConfig(**dict(c.get("loader") or {}))
     except TypeError as e:
@@ -361,10 +356,52 @@ def train_diffusion(cfg: DictConfig | Mapping, run_dir: Path, callbacks: list | 
         raise ValueError(
             "ema.decay with trainer.strategy=fsdp is not supported (EMA keeps full copies per rank)"
         )
-
-    # data first: a missing path fails here, before the model is built
-    datamodule = ExemplarDataModule(c["data"], c.get("loader"), seed=seed)
+    datamodule = ExemplarDataModule(c["data"], c.get("loader"), seed=int(c.get("seed", 23)))
     datamodule.prepare()
+    return loader_cfg, trainer_cfg, datamodule
+
+
+def check_config(cfg: DictConfig | Mapping) -> None:
+    """What can be checked of a training config without building a model or taking a step (for sweeps: every
+    job before the first trains): the stage, required values, and for the diffusion stage its keys and data."""
+    stage = (cfg.get("stage") if hasattr(cfg, "get") else None) or "diffusion"
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {sorted(STAGES)}, got {stage!r}")
+    c = plain(cfg)
+    if stage == "diffusion":
+        check_diffusion_config(c)
+
+
+def check_sweep(overrides: Sequence[str], config_dir: Path) -> int:
+    """Compose and check every job of a ``train.py -m`` command line before any trains; returns the job count."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pbe.sweeps import sweep_jobs
+
+    ours = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        jobs = sweep_jobs(ours)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ValueError(f"cannot read the command line: {e}") from None
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for number, job in enumerate(jobs):
+            try:
+                check_config(compose("train", overrides=job))
+            except (HydraException, OmegaConfBaseException, ValueError, OSError) as e:
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ValueError(f"sweep job {number} ({' '.join(job)}): {message}") from None
+    return len(jobs)
+
+
+def train_diffusion(cfg: DictConfig | Mapping, run_dir: Path, callbacks: list | None = None) -> Path:
+    """The paper's stage: train the UNet and the exemplar encoder's trained parts (module docstring)."""
+    from pbe.training.module import PaintByExampleModule
+
+    c = plain(cfg)
+    loader_cfg, trainer_cfg, datamodule = check_diffusion_config(c)
+    seed = int(c.get("seed", 23))
     ckpt_path = resolve_ckpt_path(c.get("ckpt_path"), c.get("output_root") or run_dir.parent, run_dir)
     if ckpt_path is not None:
         check_resume_architecture(ckpt_path, c["model"])
