@@ -141,3 +141,16 @@ def test_every_job_of_a_training_sweep_is_checked_before_the_first_trains(tmp_pa
         check_sweep(["experiment=tiny", "data=jsonl", "seed=1,2"], configs)
     assert check_sweep(["experiment=tiny", "seed=1,2,3"], configs) == 3
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+def test_a_run_dir_holding_the_users_files_is_refused_before_anything_is_written(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("my settings\n")
+    (folder / "thesis.tex").write_text("precious\n")
+    with pytest.raises(
+        ValueError, match=r"run_dir: .*mine holds files a training run did not write \(thesis.tex\)"
+    ):
+        train(compose("experiment=tiny", f"run_dir={folder}"))
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "thesis.tex"]
+    assert (folder / "config.yaml").read_text() == "my settings\n"

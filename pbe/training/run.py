@@ -129,6 +129,39 @@ def make_run_dir(cfg: Mapping) -> Path:
     return Path(cfg.get("output_root") or f"outputs/train/{cfg.get('name', 'default')}") / stamp
 
 
+# What a training run writes in its folder (a folder holding anything else is not a run's, and is not written into)
+RUN_ENTRIES = (
+    "config.yaml",
+    "checkpoints",
+    "csv",
+    "wandb",
+    "samples",
+    "model",
+    "frozen",
+    "autoencoder",
+    "vision",
+    ".hydra",
+    "train.log",
+)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A run folder is new, empty or an earlier run's: never a folder of the user's other files."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ValueError(f"run_dir: {run_dir} is a file, not a folder")
+    foreign = sorted(
+        e.name for e in run_dir.iterdir() if e.name not in RUN_ENTRIES and not e.name.startswith(".")
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(
+            f"run_dir: {run_dir} holds files a training run did not write ({shown}); a run writes its config, "
+            "checkpoints and logs there: choose a new or empty folder"
+        )
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_root: str | Path, run_dir: Path) -> Path | None:
     """None, an existing Lightning checkpoint, or "last": the newest <output_root>/*/checkpoints/last.ckpt."""
     if ckpt_path in (None, "", "null"):
@@ -453,6 +486,7 @@ def train(cfg: DictConfig | Mapping, callbacks: list | None = None) -> Path:
         raise ValueError(f"stage must be one of {sorted(STAGES)}, got {stage!r}")
     c = plain(cfg)
     run_dir = make_run_dir(c)
+    check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if under_hydra():
         one_log_line_per_message()
