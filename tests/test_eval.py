@@ -304,3 +304,193 @@ def test_bad_settings_are_errors(assets, tmp_path, change, match):
     cfg = {**overrides(assets, tmp_path / "out"), **change}
     with pytest.raises(ValueError, match=match):
         run_eval(cfg)
+
+
+# ----------------------------------------------------------------------------------------------- before the model
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Building the model fails the test: every check must come before it."""
+    import pbe.eval.runner as runner
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before the input was checked")
+
+    monkeypatch.setattr(runner, "EditModule", never)
+
+
+def write_manifest(folder: Path, image: Image.Image, mask: Image.Image, reference: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / "image.png")
+    mask.save(folder / "mask.png")
+    row = {"id": "tiny", "image": "image.png", "mask": "mask.png", "reference": str(reference)}
+    (folder / "bench.jsonl").write_text(json.dumps(row) + "\n")
+    return folder / "bench.jsonl"
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda path: path.write_bytes(b""), "is empty \\(0 bytes\\)"),
+        (lambda path: path.write_bytes(path.read_bytes()[:200]), "is damaged or truncated"),
+        (lambda path: path.write_text("not a picture"), "is not an image PIL can read"),
+    ],
+    ids=["zero bytes", "truncated", "text"],
+)
+@pytest.mark.parametrize(
+    "what, folder, suffix", [("image", "GT_3500", "GT"), ("reference", "Ref_3500", "ref")]
+)
+def test_unreadable_bench_files_are_errors_naming_item_and_file(
+    assets, tmp_path, no_model, damage, match, what, folder, suffix
+):
+    def damage_file(bench, item):
+        damage(bench / folder / f"{item}_{suffix}.png")
+
+    cfg = overrides(assets, tmp_path / "out")
+    cfg["bench"] = str(broken_bench(assets, tmp_path, damage_file))
+    item = str(np.load(assets / "bench" / "id_list.npy")[1]).zfill(12)
+    with pytest.raises(ValueError, match=f"item {item}: {what} .*{folder}/{item}_{suffix}.png {match}"):
+        run_eval(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_smaller_than_the_model_needs_are_errors_before_it_is_built(assets, tmp_path, no_model):
+    from pbe.checkpoints.formats import Checkpoint, save_checkpoint
+    from pbe.demo import tiny_config
+    from pbe.models import PaintByExample
+    from pbe.models.vae import VAEConfig
+
+    config = tiny_config()
+    config.vae = VAEConfig(channels=(32, 32, 64))  # one latent pixel is 4x4 image pixels
+    save_checkpoint(
+        Checkpoint(config, dict(PaintByExample(config).state_dict())),
+        tmp_path / "model4",
+        "native",
+        progress=False,
+    )
+    reference = next((assets / "bench" / "Ref_3500").iterdir())
+    cfg = overrides(assets, tmp_path / "out")
+    cfg["weights"] = str(tmp_path / "model4")
+    cfg["bench"] = str(
+        write_manifest(tmp_path / "b3", Image.new("RGB", (3, 3)), Image.new("L", (3, 3), 255), reference)
+    )
+    with pytest.raises(
+        ValueError, match="item tiny: image .*image.png is 3x3 pixels; the model needs at least 4x4"
+    ):
+        run_eval(cfg)
+    cfg = overrides(assets, tmp_path / "out")  # a 1x1 image: the size, not its mask, is what is wrong
+    cfg["bench"] = str(
+        write_manifest(tmp_path / "b1", Image.new("RGB", (1, 1)), Image.new("L", (1, 1), 255), reference)
+    )
+    with pytest.raises(ValueError, match="is 1x1 pixels; the model needs at least 2x2"):
+        run_eval(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"steps": 1000}, "steps=1000 does not work for sampler pndm .* Allowed steps here: 1..999"),
+        ({"steps": 100000}, "steps must be an integer in \\[1, 1000\\]"),
+        ({"steps": 1000, "sampler": "ddim"}, "steps=1000 does not work for sampler ddim"),
+        ({"sampler": "heun"}, "sampler='heun'; valid: ddim, pndm"),
+    ],
+)
+def test_steps_and_sampler_are_checked_before_the_model_is_built(assets, tmp_path, no_model, change, match):
+    cfg = {**overrides(assets, tmp_path / "out"), **change}
+    with pytest.raises(ValueError, match=match):
+        run_eval(cfg)
+    assert not (tmp_path / "out").exists()  # no run_config.json: a rerun with other settings is not refused
+
+
+# ----------------------------------------------------------------------------------------------- the out folder
+
+
+def users_files(folder: Path) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "table.md").write_text("my own table\n")
+    (folder / "results.json").write_text('{"mine": true}\n')
+    Image.new("RGB", (4, 4), "red").save(folder / "contact_sheet.png")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_folder_with_the_users_own_reports_is_refused_unless_overwrite(assets, tmp_path, monkeypatch):
+    out = tmp_path / "mine"
+    before = users_files(out)
+    with monkeypatch.context() as m:
+        m.setattr("pbe.eval.runner.EditModule", None)  # calling it would fail: refused before the model
+        with pytest.raises(
+            FileExistsError, match="holds results.json, table.md, contact_sheet.png, which no pbe"
+        ):
+            run_eval(overrides(assets, out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    cfg = {**overrides(assets, out), "overwrite": True, "limit": 2}
+    results = run_eval(cfg)
+    assert json.loads((out / "results.json").read_text())["metrics"] == results["metrics"]
+    assert (out / "table.md").read_text().startswith("| Method") and (out / "run_config.json").is_file()
+    again = run_eval({**cfg, "overwrite": False})  # now a pbe run folder: resumed as any other
+    assert again["counts"]["edited_this_run"] == 0
+
+
+def test_result_files_no_run_recorded_are_refused_even_with_overwrite(assets, tmp_path, no_model):
+    item = load_bench(assets / "bench")[0]
+    (tmp_path / "out" / "results").mkdir(parents=True)
+    shutil.copy(item.image, tmp_path / "out" / "results" / f"{item.id}.png")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="result files that no pbe.eval run recorded"):
+            run_eval({**overrides(assets, tmp_path / "out"), "overwrite": overwrite})
+
+
+def test_an_output_that_is_an_input_is_refused(assets, tmp_path, no_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run_config.json").write_text(
+        '{"model_sha256": "0"}'
+    )  # a run folder: its reports would be replaced
+    reference = out / "contact_sheet.png"
+    shutil.copy(next((assets / "bench" / "Ref_3500").iterdir()), reference)
+    image = Image.open(next((assets / "bench" / "GT_3500").iterdir()))
+    mask = Image.open(next((assets / "bench" / "Mask_bbox_3500").iterdir()))
+    cfg = overrides(assets, out)
+    cfg["bench"] = str(write_manifest(tmp_path / "bench", image, mask, reference))
+    with pytest.raises(ValueError, match="contact_sheet.png is an input"):
+        run_eval(cfg)
+
+
+def test_a_run_config_json_pbe_did_not_write_is_refused(assets, tmp_path, no_model):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run_config.json").write_text('{"learning_rate": 0.1}\n')
+    with pytest.raises(ValueError, match="run_config.json is not a pbe.eval run record"):
+        run_eval({**overrides(assets, tmp_path / "out"), "overwrite": True})
+    assert (tmp_path / "out" / "run_config.json").read_text() == '{"learning_rate": 0.1}\n'
+
+
+def test_a_record_without_results_does_not_block_a_rerun_with_other_settings(assets, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run_config.json").write_text(
+        json.dumps({"model_sha256": "0" * 64, "steps": 1000})
+    )  # a failed run's
+    results = run_eval({**overrides(assets, out), "limit": 1})
+    assert results["counts"]["edited_this_run"] == 1
+    assert json.loads((out / "run_config.json").read_text())["steps"] == 3
+
+
+def test_command_line_refuses_the_users_files_in_one_error_line(assets, tmp_path):
+    out = tmp_path / "mine"
+    before = users_files(out)
+    done = subprocess.run(
+        cli_args(overrides(assets, out)),
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: out: {out} holds results.json, table.md, contact_sheet.png, which no pbe.eval run wrote (no "
+        "run_config.json); pass overwrite=true to replace them, or choose another out="
+    ]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

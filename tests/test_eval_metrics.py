@@ -226,3 +226,41 @@ def test_fid_command_on_feature_files(tmp_path):
     out = M.main(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
     expected = M.frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
     assert out["fid"] == pytest.approx(expected, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------- output files
+
+
+def test_square_real_refuses_its_source_folder_as_output(tmp_path):
+    photo(40, 30, 0).save(tmp_path / "a.jpg")
+    photo(30, 40, 1).save(tmp_path / "b.png")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out in (tmp_path, tmp_path / "." / ""):
+        with pytest.raises(
+            ValueError, match="is the source folder; the squared images need a folder of their own"
+        ):
+            M.main(["square-real", str(tmp_path), str(out), "--size", "16"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert M.main(["square-real", str(tmp_path), str(tmp_path / "square"), "--size", "16"]) == {"written": 2}
+    assert Image.open(tmp_path / "square" / "a.png").size == (16, 16)
+
+
+def test_features_overwrite_replaces_the_npz_pbe_wrote(tiny_clip, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        photo(40, 40, i).save(folder / f"{i}.png")
+    clip = ["--clip-weights", tiny_clip.weights, "--clip-arch", tiny_clip.arch, "--device", "cpu"]
+    out = tmp_path / "real.npz"
+    M.main(["features", str(folder), str(out), *clip])
+    first = np.load(out)["features"]
+    photo(40, 40, 9).save(folder / "3.png")
+    with pytest.raises(FileExistsError, match="already exists; pass overwrite=true"):
+        M.main(["features", str(folder), str(out), *clip])
+    assert M.main(["features", str(folder), str(out), *clip, "--overwrite"])["n"] == 4
+    np.testing.assert_allclose(np.load(out)["features"][:3], first, atol=1e-5)  # batched differently
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    with pytest.raises(ValueError, match="must name a .npz file"):
+        M.main(["features", str(folder), str(other), *clip, "--overwrite"])
+    assert other.read_text() == "mine"

@@ -6,6 +6,13 @@ from pathlib import Path
 import hydra
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# FileNotFoundError, FileExistsError, a full disk: a message, not a traceback
+BAD_INPUT = (ValueError, OSError)
+
+
+def fail(message: str, code: int = 1):
+    print(message, file=sys.stderr)
+    sys.exit(code)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
@@ -14,9 +21,10 @@ def main(cfg) -> None:
 
     try:
         results = run_eval(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input: a message, not a traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    except BAD_INPUT as e:
+        fail(f"error: {e}")
+    except KeyboardInterrupt:
+        fail("interrupted: finished results are kept; rerun the same command to resume", 130)
     if results is not None:
         out = Path(cfg.out)
         print((out / "table.md").read_text(), end="")

@@ -11,8 +11,9 @@ COCOEE layout (the paper's test set, and what `make_synthetic_bench` writes):
 `{"id": ..., "image": PATH, "mask": PATH, "reference": PATH}`, paths relative to the manifest's folder.
 
 Every problem is an error raised before editing starts (never a skip): a missing folder or file, an id without its
-mask or reference, a mask with no white (255) pixel, a mask whose box crop would be empty, a mask of another size than
-its image, duplicate ids.
+mask or reference, a file that is not a readable image (empty, truncated, not an image), an image smaller than the
+model needs, a mask with no white (255) pixel, a mask whose box crop would be empty, a mask of another size than its
+image, duplicate ids.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -136,8 +137,49 @@ def read_mask(path: Path) -> np.ndarray:
         return np.array(img.convert("L"))
 
 
-def check_items(items: list[BenchItem]) -> None:
-    """Every file exists, ids are unique, every mask has a non-empty white box and matches its image's size."""
+def readable_size(item: BenchItem, what: str, path: Path) -> tuple[int, int]:
+    """(width, height) of an image file whose header and structure PIL verifies (cheap: no pixels are decoded)."""
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            img.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if path.stat().st_size == 0:
+            reason = "empty (0 bytes)"
+        elif isinstance(e, UnidentifiedImageError):
+            reason = "not an image PIL can read"
+        else:
+            reason = f"damaged or truncated ({e})"
+        raise ValueError(f"bench: item {item.id}: {what} {path} is {reason}") from None
+    return size
+
+
+def check_item(item: BenchItem, min_side: int) -> None:
+    """One item's files exist and are readable images; its image is at least `min_side` pixels a side; its mask
+    matches the image's size and has a non-empty white box."""
+    sizes = {}
+    for what, path in (("image", item.image), ("mask", item.mask), ("reference", item.reference)):
+        if not path.is_file():
+            raise FileNotFoundError(f"bench: item {item.id} has no {what}: {path} not found")
+        sizes[what] = readable_size(item, what, path)
+    width, height = sizes["image"]
+    if min(width, height) < min_side:
+        raise ValueError(
+            f"bench: item {item.id}: image {item.image} is {width}x{height} pixels; the model needs at least "
+            f"{min_side}x{min_side} (one latent pixel of its autoencoder)"
+        )
+    if sizes["mask"] != (width, height):
+        raise ValueError(
+            f"bench: item {item.id}: mask is {sizes['mask'][0]}x{sizes['mask'][1]} but image is {width}x{height}"
+        )
+    try:
+        white_bounds(read_mask(item.mask))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"bench: item {item.id}: {item.mask}: {e}") from None
+
+
+def check_items(items: list[BenchItem], min_side: int = 1) -> None:
+    """Ids are unique and every item passes `check_item`."""
     if not items:
         raise ValueError("bench: no items")
     seen: set[str] = set()
@@ -145,24 +187,12 @@ def check_items(items: list[BenchItem]) -> None:
         if item.id in seen:
             raise ValueError(f"bench: item id {item.id} appears twice")
         seen.add(item.id)
-        for what, path in (("image", item.image), ("mask", item.mask), ("reference", item.reference)):
-            if not path.is_file():
-                raise FileNotFoundError(f"bench: item {item.id} has no {what}: {path} not found")
-        mask = read_mask(item.mask)
-        try:
-            white_bounds(mask)
-        except ValueError as e:
-            raise ValueError(f"bench: item {item.id}: {item.mask}: {e}") from None
-        with Image.open(item.image) as img:
-            size = img.size
-        if size != (mask.shape[1], mask.shape[0]):
-            raise ValueError(
-                f"bench: item {item.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is {size[0]}x{size[1]}"
-            )
+        check_item(item, min_side)
 
 
-def load_bench(path: str | Path, limit: int | None = None) -> list[BenchItem]:
-    """Items of a COCOEE-layout folder or a JSONL manifest (the first `limit` of them), all checked."""
+def load_bench(path: str | Path, limit: int | None = None, min_side: int = 1) -> list[BenchItem]:
+    """Items of a COCOEE-layout folder or a JSONL manifest (the first `limit` of them), all checked (images at least
+    `min_side` pixels a side)."""
     path = Path(path).expanduser()
     if path.is_dir():
         items = read_cocoee(path)
@@ -176,5 +206,5 @@ def load_bench(path: str | Path, limit: int | None = None) -> list[BenchItem]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer or null, got {limit!r}")
         items = items[:limit]
-    check_items(items)
+    check_items(items, min_side)
     return items

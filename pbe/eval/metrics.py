@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ from torchvision.transforms import functional as tvF
 from tqdm import tqdm
 
 from pbe.eval.bench import BenchItem, load_bench, read_mask, white_bounds
+from pbe.files import check_new_file, write_file
 from pbe.models.clip_vision import CLIP_MEAN, CLIP_STD
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -183,6 +186,29 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
+# ----------------------------------------------------------------------------------------------- output files
+
+
+def check_output(
+    path: str | Path, suffix: str, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()
+) -> None:
+    """Before any work: `path` names a `suffix` file that may be written (an existing one only with overwrite, and
+    only if it is a `suffix` file; never an input)."""
+    if not str(path).lower().endswith(suffix):
+        raise ValueError(f"out: {path} must name a {suffix} file")
+    check_new_file(path, overwrite=overwrite, inputs=inputs, suffixes=(suffix,))
+
+
+def npz_writer(**arrays: np.ndarray) -> Callable[[Path], None]:
+    """A `pbe.files` content: np.savez of `arrays` into the path it is given."""
+
+    def write(path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    return write
+
+
 # ----------------------------------------------------------------------------------------------- feature files
 
 
@@ -204,12 +230,9 @@ def check_features(
 
 def write_features(path: str | Path, features: np.ndarray, overwrite: bool = False, **extra) -> None:
     """features, mu, sigma (and extra arrays) to an .npz, atomically."""
-    from pbe.checkpoints.tensor_io import atomic_path
-
     mu, sigma = gaussian_stats(features)
-    with atomic_path(Path(path), overwrite=overwrite) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, features=features, mu=mu, sigma=sigma, **extra)
+    content = npz_writer(features=features, mu=mu, sigma=sigma, **extra)
+    write_file(path, content, overwrite=overwrite, suffixes=(".npz",))
 
 
 def read_stats(path: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -337,11 +360,8 @@ def fit_gmm(features: np.ndarray, n_components: int = 20, seed: int = 0) -> Mixt
 
 
 def save_gmm(mixture: Mixture, path: str | Path, overwrite: bool = False) -> None:
-    from pbe.checkpoints.tensor_io import atomic_path
-
-    with atomic_path(Path(path), overwrite=overwrite) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, weights=mixture.weights, means=mixture.means, covariances=mixture.covariances)
+    content = npz_writer(weights=mixture.weights, means=mixture.means, covariances=mixture.covariances)
+    write_file(path, content, overwrite=overwrite, suffixes=(".npz",))
 
 
 def load_gmm(path: str | Path) -> Mixture:
@@ -396,6 +416,7 @@ def convert_gmm_pickle(
     src = Path(src).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"convert-gmm: {src} not found")
+    check_output(dst, ".npz", overwrite, inputs=[src])
     with open(src, "rb") as f:
         gmm = pickle.load(f)  # noqa: S301 -- explicit, flagged opt-in
     mixture = mixture_from_sklearn(gmm)
@@ -453,17 +474,22 @@ def clip_scores(
 
 
 def square_real(src: str | Path, dst: str | Path, size: int = 512, progress: bool = True) -> int:
-    """The authors' real set: short side resized to `size` (bilinear), centre crop, PNG. Existing files are kept."""
-    from pbe.sample_cli import write_png
-
+    """The authors' real set: short side resized to `size` (bilinear), centre crop, PNG, into a folder of its own.
+    Existing files are kept (an interrupted run resumes)."""
     dst = Path(dst).expanduser()
+    files = image_files(src)
+    if os.path.realpath(dst) == os.path.realpath(Path(src).expanduser()):
+        raise ValueError(
+            f"square-real: OUT {dst} is the source folder; the squared images need a folder of their own"
+        )
     written = 0
-    for path in tqdm(image_files(src), desc="square real images", disable=not progress):
+    for path in tqdm(files, desc="square real images", disable=not progress):
         out = dst / f"{path.stem}.png"
         if out.exists():
             continue
         img = open_rgb_file(path)
-        write_png(tvF.center_crop(tvF.resize(img, size, interpolation=InterpolationMode.BILINEAR), size), out)
+        square = tvF.center_crop(tvF.resize(img, size, interpolation=InterpolationMode.BILINEAR), size)
+        write_file(out, square, inputs=[path])
         written += 1
     return written
 
@@ -474,14 +500,15 @@ def random_clip_weights(
     """open_clip's random initialisation of `arch`'s image tower (torch.manual_seed(seed)) to a .safetensors file,
     marked `random_init` in its metadata. Only for running the protocol without real CLIP weights."""
 
-    from pbe.checkpoints.tensor_io import atomic_path, write_safetensors
+    from pbe.checkpoints.tensor_io import write_safetensors
 
+    check_output(path, ".safetensors", overwrite)
     name = _open_clip_name(arch)
     torch.manual_seed(seed)
     visual = _create(name, quick_gelu).visual
     meta = {"arch": name, "quick_gelu": str(bool(quick_gelu)), "random_init": f"seed={seed}"}
-    with atomic_path(Path(path), overwrite=overwrite) as tmp:
-        write_safetensors(tmp, visual.state_dict(), metadata=meta)
+    content = partial(write_safetensors, tensors=visual.state_dict(), metadata=meta)
+    write_file(path, content, overwrite=overwrite, suffixes=(".safetensors",))
 
 
 def weights_metadata(path: str | Path) -> dict:
@@ -598,10 +625,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         scores = clip_scores(_extractor(args), paths, items, progress=True)
         out = {"clip_score": float(scores.mean()), "n": len(scores)}
     elif args.command == "fit-gmm":
+        check_output(args.out, ".npz", args.overwrite, inputs=[args.source])
         features = features_of(args.source, _maybe_extractor(args, args.source), progress=True)
         save_gmm(fit_gmm(features, args.components, args.seed), args.out, overwrite=args.overwrite)
         out = {"gmm": args.out, "n": len(features), "components": args.components}
     elif args.command == "features":
+        check_output(args.out, ".npz", args.overwrite, inputs=[args.source])
         extractor = _extractor(args)
         features = features_of(args.source, extractor, progress=True)
         write_features(args.out, features, overwrite=args.overwrite)
@@ -621,6 +650,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # FileNotFoundError, FileExistsError, a full disk: a message
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from pbe.eval.metrics import (
     read_stats,
     weights_metadata,
 )
+from pbe.files import write_files
 
 # The paper's Table 1 row for Paint by Example (REFERENCE.md section 8: recalled, not re-checked here).
 PAPER_ROW = {"method": "Paint by Example (paper, Table 1)", "fid": 3.18, "qs": 77.80, "clip_score": 84.97}
@@ -84,8 +86,6 @@ def score(args, items: list[BenchItem], results: list[Path]) -> tuple[dict, dict
 
 
 def seconds_per_edit(out: Path, items: list[BenchItem]) -> float | None:
-    import json
-
     values = []
     for item in items:
         path = out / "meta" / f"{item.id}.json"
@@ -145,8 +145,7 @@ def contact_sheet(items: list[BenchItem], results: list[Path], count: int) -> Im
 def score_and_report(args, items, cfg, model_sha: str, counts: dict, world: int, device: str, started: float):
     from omegaconf import OmegaConf
 
-    from pbe.eval.runner import result_path, write_json, write_text
-    from pbe.sample_cli import write_png
+    from pbe.eval.runner import json_text, result_path
 
     results_paths = [result_path(args.out, i) for i in items]
     metrics, notes, per_item, inputs = score(args, items, results_paths)
@@ -169,10 +168,14 @@ def score_and_report(args, items, cfg, model_sha: str, counts: dict, world: int,
         "python": platform.python_version(),
         "config": config,
     }
-    write_json(args.out / "results.json", results)
-    write_json(args.out / "per_item.json", {"ids": [i.id for i in items], **per_item})
-    write_text(args.out / "table.md", markdown_table(results))
+    files = [
+        (args.out / "results.json", json_text(results)),
+        (args.out / "per_item.json", json_text({"ids": [i.id for i in items], **per_item})),
+        (args.out / "table.md", markdown_table(results)),
+    ]
     sheet = contact_sheet(items, results_paths, args.contact_sheet)
     if sheet is not None:
-        write_png(sheet, args.out / "contact_sheet.png", overwrite=True)
+        files.append((args.out / "contact_sheet.png", sheet))
+    # all or none; replacing is safe here: runner.check_out allowed it before the model loaded
+    write_files(files, overwrite=True)
     return results

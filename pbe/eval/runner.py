@@ -1,9 +1,12 @@
 """Edit every benchmark item (Lightning predict loop, one device or many), then score the results.
 
 A run folder OUT holds `results/{id}.png` (one per item, written atomically: a PNG exists only when complete),
-`meta/{id}.json` (its seed and seconds), `run_config.json` (what the results depend on), and after scoring
-`results.json`, `table.md` and `contact_sheet.png`. A rerun with the same OUT edits only the items whose PNG is missing
-(so an interrupted run resumes) and refuses an OUT made with another model or other generation settings.
+`meta/{id}.json` (its seed and seconds), `run_config.json` (what the results depend on, written once every input is
+checked), and after scoring `results.json`, `per_item.json`, `table.md` and `contact_sheet.png`. A rerun with the same
+OUT edits only the items whose PNG is missing (so an interrupted run resumes) and refuses an OUT holding results made
+with another model or other generation settings. A folder without `run_config.json` was not written by a run: its
+files are kept (an error before the model loads) unless `overwrite=true`, and result files in it are never taken as
+done.
 
 Determinism whatever the world size: items are cut into fixed batches in bench order (`batch_size`, default 1), batch
 k belongs to rank k % world_size, and an item's noise comes from its own CPU generator seeded by
@@ -17,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +30,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import functional as tvF
 
-from pbe.checkpoints.formats import DTYPES
+from pbe.checkpoints.formats import DTYPES, Checkpoint
 from pbe.eval.bench import BenchItem, item_seed, load_bench
 from pbe.eval.metrics import ClipConfig, normalize
+from pbe.files import check_folder_writable, check_new_file, write_files, write_json
 
 EXEMPLAR_MODES = ("authors", "clip")
+RUN_CONFIG = "run_config.json"  # marks a folder that a pbe.eval run wrote
+REPORT_FILES = ("results.json", "per_item.json", "table.md")  # and contact_sheet.png when contact_sheet > 0
 
 
 @dataclass
@@ -70,6 +75,7 @@ class EvalArgs:
     limit: int | None = None
     contact_sheet: int = 8
     progress: bool = True
+    overwrite: bool = False  # replace report files in an OUT that no pbe.eval run wrote
 
 
 def parse_args(cfg) -> EvalArgs:
@@ -91,6 +97,10 @@ def parse_args(cfg) -> EvalArgs:
         raise ValueError(f"exemplar={edit.exemplar!r}; valid: {EXEMPLAR_MODES}")
     if edit.dtype not in DTYPES:
         raise ValueError(f"dtype={edit.dtype!r}; valid: {tuple(DTYPES)}")
+    check_sampler_name(edit.sampler)
+    overwrite = values.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be true or false, got {overwrite!r}")
     m = dict(values.get("metrics") or {})
     try:
         clip = ClipConfig(**(m.get("clip") or {}))
@@ -109,7 +119,44 @@ def parse_args(cfg) -> EvalArgs:
         limit=values.get("limit"),
         contact_sheet=int(values.get("contact_sheet", 8)),
         progress=bool(values.get("progress", True)),
+        overwrite=overwrite,
     )
+
+
+def check_sampler_name(sampler) -> None:
+    from pbe.diffusion import SAMPLERS
+
+    if sampler is not None and (not isinstance(sampler, str) or sampler not in SAMPLERS):
+        raise ValueError(
+            f"sampler={sampler!r}; valid: {', '.join(SAMPLERS)}, or null for the checkpoint's own"
+        )
+
+
+def check_steps(scheduler: dict, edit: EditSettings) -> None:
+    """Refuse a step count the checkpoint's schedule cannot run with the sampler (the pipeline's own resolution of
+    sampler=null: the checkpoint's sampler with its options)."""
+    from pbe.diffusion import from_scheduler_config
+
+    default, schedule, options = from_scheduler_config(scheduler)
+    sampler = edit.sampler or default
+    schedule.check_steps(edit.steps, sampler, **(options if sampler == default else {}))
+
+
+def read_checkpoint(weights: Path) -> Checkpoint:
+    """The checkpoint's config, scheduler and memory-mapped tensors (no model is built), or a clear error."""
+    from pbe.checkpoints.formats import load_checkpoint
+
+    if not weights.exists():
+        raise FileNotFoundError(f"weights: {weights} not found")
+    try:
+        return load_checkpoint(weights)
+    except ValueError as e:
+        raise ValueError(f"weights: {e}") from None
+
+
+def min_image_side(ckpt: Checkpoint) -> int:
+    """The smallest image side the pipeline edits: one latent pixel of the checkpoint's autoencoder."""
+    return ckpt.config.vae.downsample_factor
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -129,41 +176,104 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def write_text(path: Path, text: str) -> None:
-    """Atomically (temporary sibling, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
+def json_text(data) -> str:
+    return json.dumps(data, indent=2) + "\n"
 
 
 def result_path(out: Path, item: BenchItem) -> Path:
     return out / "results" / f"{item.id}.png"
 
 
-def check_run_config(out: Path, identity: dict) -> None:
-    """OUT belongs to one model + generation settings: written on first use, compared on every later run."""
-    path = out / "run_config.json"
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != identity:
-            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-            raise ValueError(
-                f"out: {out} holds results made with other settings ({', '.join(changed)} differ); choose "
-                "another out= (results of different settings must not be mixed)"
-            )
-    else:
-        write_json(path, identity)
+def meta_path(out: Path, item: BenchItem) -> Path:
+    return out / "meta" / f"{item.id}.json"
+
+
+def report_paths(args: EvalArgs) -> list[Path]:
+    sheet = ["contact_sheet.png"] if args.contact_sheet > 0 else []
+    return [args.out / name for name in (*REPORT_FILES, *sheet)]
+
+
+def input_paths(args: EvalArgs, items: list[BenchItem]) -> list[Path]:
+    """Every file the run reads."""
+    m = args.metrics
+    given = [args.weights, args.bench, m.clip.weights, m.real, m.gmm]
+    files = [Path(p).expanduser() for p in given if p is not None]
+    return files + [p for i in items for p in (i.image, i.mask, i.reference)]
+
+
+def check_out(args: EvalArgs, items: list[BenchItem]) -> None:
+    """Before the model loads: OUT is (or can be made) a writable folder, no output would replace an input, and a
+    folder that no pbe.eval run wrote keeps its files (`check_unrecorded_files`)."""
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} is a file; name a folder for the run (e.g. out=outputs/eval/NAME)")
+    check_folder_writable(out)
+    per_item = [p for i in items for p in (result_path(out, i), meta_path(out, i))]
+    refuse_inputs([out / RUN_CONFIG, *report_paths(args), *per_item], input_paths(args, items))
+    if read_run_config(out) is None:
+        check_unrecorded_files(args, per_item)
+
+
+def refuse_inputs(outputs: list[Path], inputs: list[Path]) -> None:
+    """No output is one of the inputs (compared by real path: links resolved)."""
+    real = {os.path.realpath(p): p for p in inputs}
+    for path in outputs:
+        source = real.get(os.path.realpath(path))
+        if source is not None:
+            raise ValueError(f"out: {path} is an input ({source}); choose another out=")
+
+
+def check_unrecorded_files(args: EvalArgs, per_item: list[Path]) -> None:
+    """In a folder without a run record, result files are refused (nothing tells how they were made) and the
+    report files pbe would write are replaced only with overwrite=true."""
+    out = args.out
+    foreign = [p for p in per_item if p.exists()]
+    if foreign:
+        raise FileExistsError(
+            f"out: {out} holds result files that no pbe.eval run recorded (no {RUN_CONFIG}), e.g. {foreign[0]}; "
+            "choose another out= (results of unknown origin must not be mixed in)"
+        )
+    taken = [p for p in report_paths(args) if p.exists() or p.is_symlink()]
+    if taken and not args.overwrite:
+        raise FileExistsError(
+            f"out: {out} holds {', '.join(p.name for p in taken)}, which no pbe.eval run wrote (no {RUN_CONFIG}); "
+            f"pass overwrite=true to replace {'it' if len(taken) == 1 else 'them'}, or choose another out="
+        )
+    for path in taken:
+        check_new_file(path, overwrite=True)  # never a folder or a symbolic link
+
+
+def read_run_config(out: Path) -> dict | None:
+    """The run record in OUT (None when there is none); a run_config.json that pbe did not write is an error."""
+    path = out / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not isinstance(record, dict) or "model_sha256" not in record:
+        raise ValueError(f"out: {path} is not a pbe.eval run record; choose another out=")
+    return record
+
+
+def has_results(out: Path) -> bool:
+    return any((out / "results").glob("*.png"))
+
+
+def claim_run_folder(out: Path, identity: dict) -> None:
+    """OUT belongs to one model + generation settings: recorded in run_config.json once every input is checked,
+    compared on every later run while the folder holds results (a record without results is simply replaced)."""
+    previous = read_run_config(out)
+    if previous == identity:
+        return
+    if previous is not None and has_results(out):
+        changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+        raise ValueError(
+            f"out: {out} holds results made with other settings ({', '.join(changed)} differ); choose "
+            "another out= (results of different settings must not be mixed)"
+        )
+    write_json(out / RUN_CONFIG, identity, overwrite=True)
 
 
 # ----------------------------------------------------------------------------------------------- editing
@@ -173,6 +283,15 @@ def _identity_collate(batch):
     return batch
 
 
+def open_as(path: Path, mode: str) -> Image.Image:
+    """The decoded image in `mode`; a file that fails to decode (e.g. a truncated JPEG) is a ValueError naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except OSError as e:
+        raise ValueError(f"bench: {path} cannot be decoded ({e})") from None
+
+
 def authors_exemplar(path: Path, size: int) -> torch.Tensor:
     """The authors' test-bench reference: PIL resize to size x size, RGB, CLIP-normalised (no crop)."""
     with Image.open(path) as img:
@@ -180,23 +299,18 @@ def authors_exemplar(path: Path, size: int) -> torch.Tensor:
 
 
 def open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    return open_as(path, "RGB")
 
 
 def open_mask(path: Path) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("L")
+    return open_as(path, "L")
 
 
 class EditModule(L.LightningModule):
     """Holds the model; predict_step edits one fixed batch of items and writes each result."""
 
-    def __init__(self, weights: Path, settings: EditSettings, out: Path):
+    def __init__(self, ckpt: Checkpoint, settings: EditSettings, out: Path):
         super().__init__()
-        from pbe.checkpoints.formats import load_checkpoint
-
-        ckpt = load_checkpoint(weights)
         self.model = ckpt.model(dtype=DTYPES[settings.dtype])
         self.scheduler_config = dict(ckpt.scheduler)
         self.settings, self.out = settings, out
@@ -246,8 +360,6 @@ class EditModule(L.LightningModule):
         ).images
 
     def predict_step(self, items: list[BenchItem], batch_idx: int):
-        from pbe.sample_cli import write_png
-
         start = time.perf_counter()
         results = self.edit(items)
         if self.device.type == "cuda":
@@ -265,8 +377,12 @@ class EditModule(L.LightningModule):
                 "rank": self.global_rank,
                 "pid": os.getpid(),
             }
-            write_json(self.out / "meta" / f"{item.id}.json", meta)
-            write_png(image, result_path(self.out, item), overwrite=True)  # the PNG marks the item done
+            # meta first, then the PNG, which marks the item done; a leftover meta of a killed run is replaced
+            write_files(
+                [(meta_path(self.out, item), json_text(meta)), (result_path(self.out, item), image)],
+                overwrite=True,
+                inputs=(item.image, item.mask, item.reference),
+            )
         return [i.id for i in items]
 
 
@@ -333,20 +449,21 @@ def check_metric_inputs(m: MetricSettings) -> None:
 
 
 def run_eval(cfg) -> dict | None:
-    """Edit the bench, then (rank 0) score it and write the reports. Returns results.json's dict on rank 0."""
-    from pbe.checkpoints.formats import detect_format
+    """Edit the bench, then (rank 0) score it and write the reports. Returns results.json's dict on rank 0.
 
+    Every input (settings, checkpoint layout and schedule, bench files, metric inputs, the out folder) is checked
+    before the model is built; run_config.json is written only then."""
     started = time.perf_counter()
     args = parse_args(cfg)
-    items = load_bench(args.bench, args.limit)
-    if not args.weights.exists():
-        raise FileNotFoundError(f"weights: {args.weights} not found")
-    detect_format(args.weights)
+    # the schedule and the autoencoder's size are known here: tensors are memory-mapped, no model is built
+    ckpt = read_checkpoint(args.weights)
+    check_steps(ckpt.scheduler, args.edit)
+    items = load_bench(args.bench, args.limit, min_side=min_image_side(ckpt))
     check_metric_inputs(args.metrics)
+    check_out(args, items)
     model_sha = sha256_of(args.weights)
     identity = {"model_sha256": model_sha, **asdict(args.edit)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    check_run_config(args.out, identity)
+    claim_run_folder(args.out, identity)
 
     done_before = {i.id for i in items if result_path(args.out, i).is_file()}
     bs = args.edit.batch_size
@@ -356,7 +473,7 @@ def run_eval(cfg) -> dict | None:
         print(f"{len(items)} items, {len(done_before)} already done, {sum(map(len, pending))} to edit")
     rank, world, device = 0, 1, "none"
     if pending:
-        module = EditModule(args.weights, args.edit, args.out)
+        module = EditModule(ckpt, args.edit, args.out)
         trainer = make_trainer(args.trainer, args.progress)
         trainer.predict(module, datamodule=BenchBatches(batches, args.out), return_predictions=False)
         trainer.strategy.barrier("pbe-eval-edited")  # every rank's files are written before rank 0 scores
