@@ -52,7 +52,7 @@ def write_photo_manifest(folder: Path, copies: int = 2) -> Path:
 
 def preview(out: Path, *overrides: str) -> None:
     command = [sys.executable, "-m", "pbe.data.preview", "n=8", "per_row=2", "cell=160", "progress=false"]
-    subprocess.run([*command, f"out={out}", *overrides], cwd=REPO, check=True)
+    subprocess.run([*command, f"out={out}", "overwrite=true", *overrides], cwd=REPO, check=True)  # regenerated
 
 
 def main() -> None:

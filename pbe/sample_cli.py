@@ -611,14 +611,6 @@ def warn_if_large(args: SampleArgs, inputs: Inputs) -> None:
         )
 
 
-def check_steps_for(scheduler: Mapping, sampler: str | None, steps: int) -> None:
-    """Refuse a step count the checkpoint's schedule cannot run with this sampler, before the weights load."""
-    from pbe.diffusion import from_scheduler_config
-
-    default, schedule, options = from_scheduler_config(scheduler)
-    schedule.check_steps(steps, sampler or default, **(options if sampler in (None, default) else {}))
-
-
 def checkpoint_facts(weights: Path) -> tuple[dict, int]:
     """The checkpoint's schedule and its VAE's pixel factor, read without loading the weights (memory-mapped);
     remembered per path and modification time, so a sweep reads them once."""
@@ -636,6 +628,8 @@ def _checkpoint_facts(weights: Path, mtime_ns: int) -> tuple[dict, int]:
 def check_against_checkpoint(args: SampleArgs, inputs: Inputs) -> None:
     """What depends on the checkpoint, checked before its weights load: the step count its schedule can run with
     the sampler, and an image of at least one latent pixel."""
+    from pbe.diffusion import check_steps_for
+
     scheduler, vae_scale = checkpoint_facts(args.weights)
     check_steps_for(scheduler, args.sampler, args.steps)
     w, h = inputs.image.size

@@ -14,12 +14,13 @@ from pbe.diffusion.samplers import (
     sample_pndm,
 )
 from pbe.diffusion.schedule import NoiseSchedule
-from pbe.diffusion.scheduler_config import from_scheduler_config, read_scheduler_config
+from pbe.diffusion.scheduler_config import check_steps_for, from_scheduler_config, read_scheduler_config
 
 __all__ = [
     "SAMPLERS",
     "NoiseSchedule",
     "add_noise",
+    "check_steps_for",
     "from_scheduler_config",
     "get_sampler",
     "img2img_start_step",

@@ -187,6 +187,14 @@ def from_scheduler_config(config: Mapping | str | PathLike) -> tuple[str, NoiseS
         raise ValueError(f"{path}: {e}") from None
 
 
+def check_steps_for(config: Mapping, sampler: str | None, steps: int) -> None:
+    """Refuse (ValueError) a step count a checkpoint's schedule cannot run with `sampler` (None: the checkpoint's
+    own, with its options), as the pipeline would resolve it; for checks before the weights load."""
+    default, schedule, options = from_scheduler_config(config)
+    sampler = sampler or default
+    schedule.check_steps(steps, sampler, **(options if sampler == default else {}))
+
+
 def _from_mapping(config: Mapping) -> tuple[str, NoiseSchedule, dict]:
     class_name = config.get("_class_name")
     if class_name not in SCHEDULER_CLASSES:

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import functional as tvF
 
 from pbe.checkpoints.formats import DTYPES, Checkpoint
+from pbe.diffusion import check_steps_for
 from pbe.eval.bench import BenchItem, item_seed, load_bench
 from pbe.eval.metrics import ClipConfig, normalize
 from pbe.files import check_folder_writable, check_new_file, write_files, write_json
@@ -130,16 +131,6 @@ def check_sampler_name(sampler) -> None:
         raise ValueError(
             f"sampler={sampler!r}; valid: {', '.join(SAMPLERS)}, or null for the checkpoint's own"
         )
-
-
-def check_steps(scheduler: dict, edit: EditSettings) -> None:
-    """Refuse a step count the checkpoint's schedule cannot run with the sampler (the pipeline's own resolution of
-    sampler=null: the checkpoint's sampler with its options)."""
-    from pbe.diffusion import from_scheduler_config
-
-    default, schedule, options = from_scheduler_config(scheduler)
-    sampler = edit.sampler or default
-    schedule.check_steps(edit.steps, sampler, **(options if sampler == default else {}))
 
 
 def read_checkpoint(weights: Path) -> Checkpoint:
@@ -457,7 +448,7 @@ def run_eval(cfg) -> dict | None:
     args = parse_args(cfg)
     # the schedule and the autoencoder's size are known here: tensors are memory-mapped, no model is built
     ckpt = read_checkpoint(args.weights)
-    check_steps(ckpt.scheduler, args.edit)
+    check_steps_for(ckpt.scheduler, args.edit.sampler, args.edit.steps)
     items = load_bench(args.bench, args.limit, min_side=min_image_side(ckpt))
     check_metric_inputs(args.metrics)
     check_out(args, items)
