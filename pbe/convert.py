@@ -4,7 +4,9 @@
     python -m pbe.convert SD_V1.ckpt DST --to native --clip CLIP_PATH      # SD v1.x warm start
 
 SRC: the authors' model.ckpt (or .safetensors with the same keys), a diffusers folder, or a pbe folder.
-DST: a folder for native / diffusers, a .ckpt or .safetensors file for ldm. DST is written to a temporary path and
+DST: a folder for native / diffusers, a .ckpt or .safetensors file for ldm (which also carries pbe's model and
+scheduler configs as plain JSON entries the authors' loader ignores, so that what pbe writes it reads back as the same
+model; --dtype casts the weights, the noise schedule stays float32). DST is written to a temporary path and
 renamed, so a failed run leaves nothing behind. An existing DST is replaced only with --overwrite, and only when it
 is a checkpoint pbe wrote: a folder in the native layout (pbe_config.json + model.safetensors) or the diffusers
 layout (model_index.json + component folders) with nothing else in it, or one .ckpt/.safetensors file. A DST that

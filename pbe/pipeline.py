@@ -14,6 +14,11 @@ sample of the masked image), so the same weights and seed give the same image. B
   Ctrl-C honoured between tiles; `pipe.enable_vae_tiling()` / `disable_vae_tiling()` force it), and an image of more
   than `pipe.large_image_pixels` pixels gets a warning before any work.
 
+Arguments are checked before any model work, each error naming the argument (booleans must be bools: the string
+"false" is refused, not taken as true; `feather` without `paste_back=True` warns that it does nothing). Weights are
+checked for NaN / infinity as they load, and a result that is not finite (e.g. from a guidance_scale so large that
+guidance overflows) raises NonFiniteResultError naming the stage and the likely cause instead of giving a black image.
+
 Like diffusers, a mask that marks nothing to repaint still runs the model (with a warning that says why), and
 without a scheduler config the pipeline samples with the Paint-by-Example training schedule
 (`pbe.diffusion.scheduler_config.PAINT_BY_EXAMPLE_SCHEDULER`).
@@ -72,6 +77,14 @@ VAE_TILE, VAE_TILE_OVERLAP = 512, 64  # pixels (pipe.vae_tile, pipe.vae_tile_ove
 LARGE_IMAGE_PIXELS = (
     2048 * 2048
 )  # warn before editing more pixels than this (pipe.large_image_pixels; None: never)
+TORCH_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what the model computes in (torch_dtype=)
+USUAL_GUIDANCE = 20.0  # guidance scales above this are named as the likely cause of an overflow
+
+
+class NonFiniteResultError(ValueError):
+    """The edit produced NaN or infinite values (it would have been a black image); the message says where from.
+
+    A ValueError, as the usual cause is an argument (a huge guidance_scale) and command lines report those."""
 
 
 def _count(value, name: str, low: int = 1) -> int:
@@ -91,6 +104,87 @@ def _real(value, name: str, ok, what: str) -> float:
     ):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return float(value)
+
+
+def _flag(value, name: str) -> bool:
+    """A bool (Python or numpy) as a bool; TypeError naming the argument otherwise (the string "false" is true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _torch_dtype(value) -> torch.dtype | None:
+    """None (keep the weights' dtype) or one of TORCH_DTYPES; TypeError / ValueError naming torch_dtype otherwise."""
+    valid = "torch.float32, torch.float16 or torch.bfloat16 (or None: keep the weights' dtype)"
+    if value is None:
+        return None
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"torch_dtype must be a torch.dtype: {valid}; got {value!r}")
+    if value not in TORCH_DTYPES:
+        raise ValueError(f"torch_dtype must be {valid}; got {value}")
+    return value
+
+
+def _device(value) -> torch.device | None:
+    """None (where the weights are) or a device this machine has; TypeError / ValueError naming device otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | torch.device):
+        raise TypeError(f"device must be a str, int or torch.device such as 'cpu' or 'cuda', got {value!r}")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(
+            f"device={value!r} is not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={value!r}: CUDA is not available on this machine; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={value!r}: MPS is not available on this machine; use device='cpu'")
+    return device
+
+
+def _load_options(torch_dtype, device, channels_last, autocast) -> tuple:
+    """The pipeline's construction options, checked (before any weights load) and normalised."""
+    return (
+        _torch_dtype(torch_dtype),
+        _device(device),
+        _flag(channels_last, "channels_last"),
+        _flag(autocast, "autocast"),
+    )
+
+
+def _generator(value) -> torch.Generator | None:
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {value!r}")
+    return value
+
+
+def _finite_tensor(value, name: str, what: str) -> torch.Tensor | None:
+    """None, or a tensor without NaN / infinity; TypeError / ValueError naming the argument otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return value
+
+
+def _inversion_trajectory(image_latents, num_inference_steps: int) -> tuple[torch.Tensor, int]:
+    """(trajectory, start step) of `image_latents` (invert's output or its trajectory), checked."""
+    what = "the InversionOutput of invert() or its trajectory tensor (B, n + 1, 4, h, w)"
+    trajectory = image_latents.trajectory if isinstance(image_latents, InversionOutput) else image_latents
+    trajectory = _finite_tensor(trajectory, "image_latents", what)
+    steps = trajectory.shape[1] - 1 if trajectory.ndim == 5 else -1
+    if not 1 <= steps <= num_inference_steps:
+        raise ValueError(
+            f"image_latents has shape {tuple(trajectory.shape)}; expected (B, n + 1, 4, h, w) from "
+            f"invert(..., num_inference_steps={num_inference_steps}) with 1 <= n <= {num_inference_steps}"
+        )
+    return trajectory, num_inference_steps - steps
 
 
 def _warn_at_caller(message: str) -> None:
@@ -224,15 +318,16 @@ class PaintByExamplePipeline:
         channels_last: bool = False,
         autocast: bool = False,
     ):
+        dtype, device, channels_last, autocast = _load_options(dtype, device, channels_last, autocast)
         self.model = model.eval().requires_grad_(False)
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = device if device is not None else next(model.parameters()).device
         self.dtype = dtype or next(model.parameters()).dtype
         self.model.to(device=self.device, dtype=self.dtype)
         # channels_last=True: the UNet's and the VAE's convolutions in NHWC memory layout, the same arithmetic in
         # another order (outputs equal up to float rounding). Off by default: on the full-size UNet it measured slower
         # than NCHW on this CPU (bench/unet_step.py --options-effect: 1.37x at 32x32 latents, 1.04x at 64x64 fp32;
         # the small-conv matmul path needs contiguous weights).
-        self.channels_last = bool(channels_last)
+        self.channels_last = channels_last
         if self.channels_last:
             for part in (self.model.unet, self.model.vae):
                 part.to(memory_format=torch.channels_last)
@@ -244,7 +339,7 @@ class PaintByExamplePipeline:
                 f"autocast=True expects float32 weights (torch_dtype=None or torch.float32), got {self.dtype}; "
                 "with bf16 weights the UNet computes in bf16 already"
             )
-        self.autocast = bool(autocast)
+        self.autocast = autocast
         # The checkpoint's own sampler; without one, the schedule every Paint-by-Example model is trained with
         # (PLMS on scaled_linear betas, steps_offset 1), not the PNDM class defaults.
         self.scheduler_config = dict(scheduler_config or PAINT_BY_EXAMPLE_SCHEDULER)
@@ -267,6 +362,11 @@ class PaintByExamplePipeline:
         autocast: bool = False,
     ) -> PaintByExamplePipeline:
         """Load the authors' model.ckpt, a diffusers folder or a pbe folder. `config`: what shapes cannot tell."""
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a checkpoint file or folder (str or Path), got {path!r}")
+        torch_dtype, device, channels_last, autocast = _load_options(
+            torch_dtype, device, channels_last, autocast
+        )
         ckpt = load_checkpoint(path, config)
         if channels_last:
             # the conv weights in NHWC before the model takes them, each replacing its NCHW original at once: the
@@ -286,6 +386,11 @@ class PaintByExamplePipeline:
         channels_last: bool = False,
         autocast: bool = False,
     ) -> PaintByExamplePipeline:
+        if not isinstance(ckpt, Checkpoint):
+            raise TypeError(f"ckpt must be a pbe.checkpoints.formats.Checkpoint, got {type(ckpt).__name__}")
+        torch_dtype, device, channels_last, autocast = _load_options(
+            torch_dtype, device, channels_last, autocast
+        )
         model = ckpt.model(dtype=torch_dtype, device=device)
         return cls(model, ckpt.scheduler, device, torch_dtype, channels_last, autocast)
 
@@ -482,10 +587,13 @@ class PaintByExamplePipeline:
         Lists of images / masks / exemplars batch (a single mask or exemplar is shared). `latents`: the initial noise
         (B * num_images_per_prompt, 4, h, w) instead of drawing it. `image_latents`: the output of `invert` (or its
         trajectory) to edit from; it implies DDIM. `feather`: paste-back edge width in pixels (into the edited
-        region only, so kept pixels stay exact).
+        region only, so kept pixels stay exact; without paste_back=True it does nothing, and warns).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; valid: {OUTPUT_TYPES}")
+        paste_back, progress = _flag(paste_back, "paste_back"), _flag(progress, "progress")
+        generator = _generator(generator)
+        latents = _finite_tensor(latents, "latents", "a torch.Tensor (the initial noise) or None")
         guidance_scale = _real(
             guidance_scale, "guidance_scale", lambda v: v >= 0, ">= 0 and finite (1 disables guidance)"
         )
@@ -495,6 +603,11 @@ class PaintByExamplePipeline:
         start_step = img2img_start_step(num_inference_steps, strength)
         eta = _real(eta, "eta", lambda v: v >= 0, ">= 0 and finite")
         feather = _count(feather, "feather (pixels)", low=0)
+        if feather and not paste_back:
+            _warn_at_caller(
+                f"feather={feather} has no effect without paste_back=True (it softens the edge of the pasted-back "
+                "original); pass paste_back=True, or leave feather out"
+            )
         if mask_image is None:
             raise ValueError("mask_image is required (white = the region to repaint)")
         name, options = self._sampler(sampler)
@@ -505,15 +618,7 @@ class PaintByExamplePipeline:
                     f"image_latents come from DDIM inversion; sampler={sampler!r} cannot use them"
                 )
             name, options = "ddim", {}
-            trajectory = (
-                image_latents.trajectory if isinstance(image_latents, InversionOutput) else image_latents
-            )
-            start_step = num_inference_steps + 1 - trajectory.shape[1]
-            if trajectory.ndim != 5 or not 0 <= start_step < num_inference_steps:
-                raise ValueError(
-                    f"image_latents has shape {tuple(trajectory.shape)}; expected (B, n + 1, 4, h, w) from "
-                    f"invert(..., num_inference_steps={num_inference_steps}) with 1 <= n <= {num_inference_steps}"
-                )
+            trajectory, start_step = _inversion_trajectory(image_latents, num_inference_steps)
         # Which step counts work depends on the sampler (LMS and Euler a take 1..T; DDIM/PNDM/PLMS may not).
         self.schedule.check_steps(num_inference_steps, name, **options)
         if name == "ddim":
@@ -566,13 +671,37 @@ class PaintByExamplePipeline:
             start_step=start_step,
             **options,
         )
+        self._check_finite(x, "the denoised latents", guidance_scale)
         if output_type == "latent":
             return PipelineOutput(images=x)
         decoded = self._decode_latents(x, progress=progress)
+        self._check_finite(decoded, "the decoded image", guidance_scale)
         images = (decoded / 2 + 0.5).clamp(0, 1).float().cpu()[..., : inputs.height, : inputs.width]
         if paste_back:
             images = self._paste_back(images, inputs, n, feather)
         return PipelineOutput(images=self._to_output(images, output_type))
+
+    def _check_finite(self, values: torch.Tensor, what: str, guidance_scale: float = 1.0) -> None:
+        """NonFiniteResultError naming `what` and the likely causes when `values` hold NaN or infinity."""
+        if bool(torch.isfinite(values).all()):
+            return
+        causes = []
+        if guidance_scale > USUAL_GUIDANCE:
+            causes.append(
+                f"guidance_scale={guidance_scale:g} is far above the usual 1 to {USUAL_GUIDANCE:g}: it multiplies "
+                "the difference between the guided and unguided noise predictions, which overflowed; use a "
+                "smaller guidance_scale"
+            )
+        if self.dtype == torch.float16:
+            causes.append("float16 arithmetic overflowed; load with torch_dtype=torch.float32 (or bfloat16)")
+        generic = (
+            "the model's weights (non-finite, or overflowing: a diverged training run?) or latents / image_latents "
+            "far outside the model's scale"
+        )
+        raise NonFiniteResultError(
+            f"{what} hold NaN or infinite values (the result would be a black image). Likely cause: "
+            + ("; or ".join(causes) or generic)
+        )
 
     def _paste_back(self, images: torch.Tensor, inputs: _Inputs, n: int, feather: int) -> torch.Tensor:
         """Original pixels where the mask keeps them (exactly: from the uint8 input where there was one)."""
@@ -633,8 +762,8 @@ class PaintByExamplePipeline:
             raise ValueError(f"output_type={output_type!r}; valid: ('pil', 'pt')")
         if upsample not in MASK_UPSAMPLING:
             raise ValueError(f"upsample={upsample!r}; valid: {MASK_UPSAMPLING}")
-        if not isinstance(single_region, bool | np.bool_):
-            raise ValueError(f"single_region must be True or False, got {single_region!r}")
+        single_region, progress = _flag(single_region, "single_region"), _flag(progress, "progress")
+        generator = _generator(generator)
         num_inference_steps = _count(num_inference_steps, "num_inference_steps")
         self.schedule.check_steps(num_inference_steps)
         inputs = self._prepare(image, None, example_image)
@@ -666,6 +795,7 @@ class PaintByExamplePipeline:
             e_target, e_other = eps.chunk(2)
             total += (e_target - e_other).abs().mean(dim=1, keepdim=True)
         guidance = total / num_maps
+        self._check_finite(guidance, "the automatic mask's noise differences")
         clamp = guidance.flatten(1).mean(dim=1).view(-1, 1, 1, 1) * threshold_ratio
         # the map at pixel size (nearest: DiffEdit's latent-pixel blocks), thresholded there
         if upsample == "guided":
@@ -698,6 +828,7 @@ class PaintByExamplePipeline:
         `mask_image` (white = repaint; default: repaint everything), as the edit will.
         """
         num_inference_steps = _count(num_inference_steps, "num_inference_steps")
+        progress = _flag(progress, "progress")
         self.schedule.check_steps(num_inference_steps)
         start = img2img_start_step(num_inference_steps, strength)
         if start >= num_inference_steps:
@@ -726,6 +857,7 @@ class PaintByExamplePipeline:
             start_step=start,
         )
         trajectory = torch.stack(states[::-1], dim=1)
+        self._check_finite(trajectory, "the inverted latents")
         return InversionOutput(
             trajectory=trajectory, num_inference_steps=num_inference_steps, start_step=start
         )

@@ -21,7 +21,8 @@ COMPONENT_FILES = {
     "vae": "vae/diffusion_pytorch_model.safetensors",
     "image_encoder": "image_encoder/model.safetensors",
 }
-# What the original layout cannot record: the tiny CLIP tower's head count (shapes would say width / 64 = 1).
+# What the original layout's shapes cannot tell: the tiny CLIP tower's head count (shapes would say width / 64 = 1);
+# pbe stores it in the files it writes, the original code does not.
 HEADS = {"encoder": {"vision": {"heads": 4}}}
 
 
@@ -37,6 +38,12 @@ def ldm_file(diffusers_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("ldm") / "model.ckpt"
     save_checkpoint(load_checkpoint(diffusers_dir), path, "ldm", progress=False)
     return path
+
+
+def as_the_original_code_writes(ldm_file: Path, dst: Path) -> Path:
+    """`ldm_file` without the entries only pbe writes (its model and scheduler configs)."""
+    torch.save({"state_dict": torch.load(ldm_file, weights_only=True)["state_dict"]}, dst)
+    return dst
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -200,9 +207,11 @@ def test_native_model_matches_diffusers_modules(diffusers_dir):
 
 
 def test_config_file_supplies_what_shapes_cannot_tell(ldm_file, tmp_path):
-    assert load_checkpoint(ldm_file).config.encoder.vision.heads == 1  # width 32 // 64, clamped to 1
+    assert load_checkpoint(ldm_file).config.encoder.vision.heads == 4  # stored by pbe
+    original = as_the_original_code_writes(ldm_file, tmp_path / "original.ckpt")
+    assert load_checkpoint(original).config.encoder.vision.heads == 1  # width 32 // 64, clamped to 1
     (tmp_path / "heads.json").write_text(json.dumps(HEADS))
-    args = [str(ldm_file), str(tmp_path / "d"), "--to", "diffusers", "--config", str(tmp_path / "heads.json")]
+    args = [str(original), str(tmp_path / "d"), "--to", "diffusers", "--config", str(tmp_path / "heads.json")]
     assert convert(args + ["--no-progress"]) == 0
     assert json.loads((tmp_path / "d/image_encoder/config.json").read_text())["num_attention_heads"] == 4
     (tmp_path / "bad.json").write_text(json.dumps({"unet": {"no_such_option": 1}}))
@@ -521,3 +530,72 @@ def test_broken_config_option_names_the_file(ldm_file, tmp_path, capsys, name, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / name) in err[0] and says in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ non-finite weights
+
+
+def poisoned(state: dict, name: str, value: float = float("nan")) -> dict:
+    """`state` with the first element of tensor `name` set to `value` (the other tensors shared)."""
+    tensor = state[name].clone()
+    tensor.view(-1)[0] = value
+    return {**state, name: tensor}
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_nan_weights_in_an_original_file_are_refused_naming_the_tensor(ldm_file, tmp_path, capsys, suffix):
+    from pbe import PaintByExamplePipeline
+    from pbe.checkpoints.tensor_io import write_safetensors
+
+    state, metadata = read_tensors(ldm_file)
+    state = poisoned(state, "model.diffusion_model.out.2.weight")
+    bad = tmp_path / f"bad{suffix}"
+    if suffix == ".ckpt":
+        torch.save({"state_dict": state, **metadata}, bad)
+    else:
+        write_safetensors(bad, state, metadata)
+    says = r"tensor 'model\.diffusion_model\.out\.2\.weight' \(UNet\) holds NaN or infinite values"
+    with pytest.raises(CheckpointError, match=rf"{bad.name}: {says}"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match=says):
+        PaintByExamplePipeline.from_pretrained(bad)
+    assert convert([str(bad), str(tmp_path / "out"), "--to", "native", "--no-progress"]) == 1
+    assert "holds NaN or infinite values" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_infinite_weights_in_a_native_folder_are_refused_naming_the_tensor(ldm_file, tmp_path):
+    ckpt = load_checkpoint(ldm_file)
+    ckpt.state = poisoned(ckpt.state, "vae.decoder.conv_out.bias", float("inf"))
+    save_checkpoint(ckpt, tmp_path / "native", "native", progress=False)
+    with pytest.raises(
+        CheckpointError, match=r"model.safetensors: tensor 'vae.decoder.conv_out.bias' \(VAE\)"
+    ):
+        load_checkpoint(tmp_path / "native")
+
+
+def test_nan_weights_in_a_diffusers_folder_are_refused_naming_the_tensor(ldm_file, tmp_path):
+    ckpt = load_checkpoint(ldm_file)
+    ckpt.state = poisoned(ckpt.state, "encoder.proj_out.weight")
+    save_checkpoint(ckpt, tmp_path / "d", "diffusers", progress=False)
+    with pytest.raises(
+        CheckpointError, match=r"image_encoder: tensor 'proj_out.weight' \(exemplar encoder\)"
+    ):
+        load_checkpoint(tmp_path / "d")
+
+
+def test_nan_weights_in_a_training_checkpoint_are_refused_naming_the_tensor(ldm_file, tmp_path):
+    from pbe.checkpoints.formats import config_to_dict
+
+    ckpt = load_checkpoint(ldm_file)
+    state = poisoned(ckpt.state, "unet.conv_in.weight")
+    torch.save(
+        {
+            "pytorch-lightning_version": "2.4.0",
+            "global_step": 1,
+            "hyper_parameters": {"pbe_config": config_to_dict(ckpt.config)},
+            "state_dict": {f"model.{k}": v for k, v in state.items()},
+        },
+        tmp_path / "last.ckpt",
+    )
+    with pytest.raises(CheckpointError, match=r"last.ckpt: tensor 'model.unet.conv_in.weight' \(UNet\)"):
+        load_checkpoint(tmp_path / "last.ckpt")

@@ -317,7 +317,7 @@ def test_generate_mask_options_bilinear_outlines_and_one_region(pipe):
     assert ndimage.label(one.numpy())[1] == 1 and bool((one <= smooth).all()) and one.sum() > 0
     with pytest.raises(ValueError, match="upsample"):
         mask(upsample="bicubic")
-    with pytest.raises(ValueError, match="single_region"):
+    with pytest.raises(TypeError, match="single_region must be True or False, got 'yes'"):
         mask(single_region="yes")
 
 
@@ -499,11 +499,38 @@ GOOD = dict(image=photo(32, 32), mask_image=box_mask(32, 32, (8, 8, 24, 24)), ex
             ValueError,
             "3 exemplars for 2",
         ),
+        # issue: non-finite arguments, booleans that are not bools, arguments of the wrong kind
+        (
+            dict(latents=torch.full((1, 4, 8, 8), float("nan"))),
+            ValueError,
+            "latents contains NaN or infinite",
+        ),
+        (
+            dict(latents=torch.full((1, 4, 8, 8), float("inf"))),
+            ValueError,
+            "latents contains NaN or infinite",
+        ),
+        (dict(latents=np.zeros((1, 4, 8, 8))), TypeError, "latents must be a torch.Tensor"),
+        (
+            dict(image_latents=torch.full((1, 3, 4, 8, 8), float("nan"))),
+            ValueError,
+            "image_latents contains NaN or infinite",
+        ),
+        (
+            dict(image_latents=torch.zeros(3)),
+            ValueError,
+            r"image_latents has shape \(3,\); expected \(B, n \+ 1",
+        ),
+        (dict(image_latents="trajectory"), TypeError, "image_latents must be the InversionOutput of invert"),
+        (dict(paste_back="false"), TypeError, "paste_back must be True or False, got 'false'"),
+        (dict(paste_back=1), TypeError, "paste_back must be True or False, got 1"),
+        (dict(progress="no"), TypeError, "progress must be True or False"),
+        (dict(generator="abc"), TypeError, "generator must be a torch.Generator or None, got 'abc'"),
     ],
 )
 def test_bad_input_raises_before_model_work(guarded, change, error, match):
     with pytest.raises(error, match=match):
-        guarded(**{**GOOD, "num_inference_steps": 2, **change}, progress=False)
+        guarded(**{**GOOD, "num_inference_steps": 2, "progress": False, **change})
 
 
 @pytest.mark.parametrize("sampler", [None, "pndm", "ddim"])

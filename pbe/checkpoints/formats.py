@@ -25,6 +25,7 @@ from tqdm import tqdm
 from pbe.checkpoints import diffusers_keys as dk
 from pbe.checkpoints import ldm_keys
 from pbe.checkpoints.infer import (
+    check_finite,
     check_state,
     unet_config_from_ldm,
     vae_config_from_ldm,
@@ -34,6 +35,7 @@ from pbe.checkpoints.tensor_io import (
     CheckpointError,
     atomic_path,
     cast,
+    cast_dtype,
     read_safetensors,
     read_tensors,
     total_bytes,
@@ -53,9 +55,16 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # What the released model ships as its scheduler; every Paint-by-Example model is trained on this schedule.
 DEFAULT_SCHEDULER = PAINT_BY_EXAMPLE_SCHEDULER
-# Non-tensor entry of an original-layout file written by pbe: the full scheduler config, JSON (in a .ckpt next
-# to "state_dict"; in a .safetensors in the header metadata).
+# Non-tensor entries of an original-layout file written by pbe, JSON strings (in a .ckpt next to "state_dict"; in a
+# .safetensors in the header metadata) that the authors' loader ignores: the full scheduler config, and the model
+# config (what shapes cannot tell: head counts, norm groups, the VAE's scale factor, ...).
 LDM_SCHEDULER_KEY = "pbe_scheduler_config"
+LDM_CONFIG_KEY = "pbe_model_config"
+# Where a file pbe did not write leaves the model config to the tensor shapes:
+LDM_INFERRED_CONFIG = (
+    "model config inferred from tensor shapes; the original layout does not record head counts or norm groups: "
+    "give them with --config FILE or from_pretrained(..., config=)"
+)
 LDM_SCHEDULE_BUFFERS = (
     "betas",
     "alphas_cumprod",
@@ -70,6 +79,29 @@ LDM_SCHEDULE_BUFFERS = (
     "posterior_mean_coef1",
     "posterior_mean_coef2",
 )
+
+
+NATIVE_COMPONENTS = {"unet": "UNet", "vae": "VAE", "encoder": "exemplar encoder"}  # native key prefix -> part
+LDM_COMPONENTS = {
+    ldm_keys.UNET_PREFIX: "UNet",
+    ldm_keys.VAE_PREFIX: "VAE",
+    "cond_stage_model.": "exemplar encoder",
+    "proj_out.": "exemplar encoder",
+    "learnable_vector": "exemplar encoder",
+}
+DIFFUSERS_COMPONENTS = {"unet": "UNet", "vae": "VAE", "image_encoder": "exemplar encoder"}  # folder -> part
+
+
+def native_component(name: str) -> str:
+    """The part of the model a native tensor name (unet.*, vae.*, encoder.*) belongs to."""
+    return NATIVE_COMPONENTS.get(name.split(".", 1)[0], "not part of the model")
+
+
+def ldm_component(name: str) -> str:
+    """The part of the model an original-layout tensor name belongs to."""
+    return next(
+        (part for prefix, part in LDM_COMPONENTS.items() if name.startswith(prefix)), "not part of the model"
+    )
 
 
 @dataclass
@@ -234,6 +266,7 @@ def read_native(path: Path, overrides: Mapping | None = None) -> Checkpoint:
         raise FileNotFoundError(f"{path}: missing {NATIVE_WEIGHTS}")
     state, _ = read_safetensors(weights)
     check_state(expected, state, f"{path} (pbe format)")
+    check_finite(state, str(weights), native_component)
     return Checkpoint(
         config,
         state,
@@ -308,16 +341,29 @@ def read_ldm(
             f"{path} is not a Paint-by-Example checkpoint: no cond_stage_model.mapper.* / learnable_vector keys "
             f"(top-level names found: {prefixes}, {len(state)} tensors in all)"
         )
-    config = apply_overrides(config_from_ldm(state), overrides)
+    stored = stored_config(metadata or {}, path)
+    config = apply_overrides(stored or config_from_ldm(state), overrides)
+    with _config_errors(path if stored else f"{path} ({LDM_INFERRED_CONFIG})", overrides):
+        expected = expected_state(config)
     mapper_heads = config.encoder.mapper_heads
-    expected = expected_state(config)
     native, unused = ldm_keys.ldm_to_native(state, list(expected), config.unet, config.vae, mapper_heads)
     unused = [k for k in unused if not _is_ignorable_ldm_key(k)]
-    check_state(expected, native, f"{path} (original layout)", unused)
+    layout = "original layout, with the model config pbe stored in it" if stored else "original layout"
+    check_state(expected, native, f"{path} ({layout})", unused)
+    check_finite({k: v for k, v in state.items() if not _is_ignorable_ldm_key(k)}, str(path), ldm_component)
     if "scale_factor" in state:
         config.vae.scale_factor = float(state["scale_factor"])
     scheduler = stored_scheduler(metadata or {}, state.get("betas"), path)
     return Checkpoint(config, native, scheduler=scheduler, format="ldm")
+
+
+def stored_config(metadata: Mapping[str, str], path: Path) -> PaintByExampleConfig | None:
+    """The model config pbe stored next to the weights; None in a file pbe did not write."""
+    text = metadata.get(LDM_CONFIG_KEY)
+    if text is None:
+        return None
+    with _config_errors(f"{path}: entry {LDM_CONFIG_KEY!r}"):
+        return config_from_dict(json.loads(text))
 
 
 def stored_scheduler(metadata: Mapping[str, str], betas: torch.Tensor | None, path: Path) -> dict:
@@ -333,9 +379,7 @@ def stored_scheduler(metadata: Mapping[str, str], betas: torch.Tensor | None, pa
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: entry {LDM_SCHEDULER_KEY!r} is not a JSON scheduler config")
     try:
-        same = betas is None or torch.allclose(
-            betas_from_scheduler(stored), betas.double(), rtol=1e-5, atol=1e-9
-        )
+        same = betas is None or same_betas(betas_from_scheduler(stored), betas)
     except (ValueError, TypeError, RuntimeError):
         same = False
     return stored if same else recognised  # betas edited by another tool: trust the betas
@@ -401,11 +445,13 @@ def scheduler_from_betas(betas: torch.Tensor | None) -> dict:
     scheduler = dict(DEFAULT_SCHEDULER)
     if betas is None:
         return scheduler
-    betas = betas.double()
     if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
         raise CheckpointError(
             "the checkpoint's 'betas' buffer is not a noise schedule (values must lie in (0, 1))"
         )
+    if same_betas(betas_from_scheduler(scheduler), betas):  # also when stored in float16 / bfloat16
+        return scheduler
+    betas = betas.double()
     for kind in ("scaled_linear", "linear"):
         candidate = {
             **scheduler,
@@ -419,6 +465,12 @@ def scheduler_from_betas(betas: torch.Tensor | None) -> dict:
             candidate["beta_end"] = _round_sig(candidate["beta_end"])
             return candidate
     return {**scheduler, "num_train_timesteps": len(betas), "trained_betas": betas.tolist()}
+
+
+def same_betas(expected: torch.Tensor, stored: torch.Tensor) -> bool:
+    """Whether `stored` betas are the `expected` schedule, up to the rounding of the dtype they were stored in."""
+    rtol = max(1e-5, torch.finfo(stored.dtype).eps)
+    return expected.shape == stored.shape and torch.allclose(expected, stored.double(), rtol=rtol, atol=1e-9)
 
 
 def _round_sig(x: float, digits: int = 6) -> float:
@@ -436,14 +488,19 @@ def write_ldm(
     state = ldm_keys.native_to_ldm(ckpt.state, cfg.unet, cfg.vae, cfg.encoder.mapper_heads)
     tokens = cfg.encoder.vision.num_patches + 1
     state[ldm_keys.VISION_PREFIX + "embeddings.position_ids"] = torch.arange(tokens)[None]
+    # the noise schedule stays float32 (as the original LatentDiffusion registers it) whatever the weights' dtype
     state.update(ldm_schedule_buffers(ckpt.scheduler))
-    # The original layout keeps only the betas; the rest of the scheduler (class, steps_offset, spacing, ...)
-    # rides along as a JSON string that the original code ignores and read_ldm reads back.
-    extra = {LDM_SCHEDULER_KEY: json.dumps(ckpt.scheduler, sort_keys=True)}
+    # The original layout keeps only the betas and what shapes tell; the rest of the scheduler (class, steps_offset,
+    # spacing, ...) and of the model config (heads, norm groups, ...) ride along as JSON strings that the original
+    # code ignores and read_ldm reads back.
+    extra = {
+        LDM_SCHEDULER_KEY: json.dumps(ckpt.scheduler, sort_keys=True),
+        LDM_CONFIG_KEY: json.dumps(config_to_dict(cfg), sort_keys=True),
+    }
     if safetensors:
-        _stream(dst, state, dtype, progress, {"format": "pt", **extra})
+        _stream(dst, state, dtype, progress, {"format": "pt", **extra}, keep=LDM_SCHEDULE_BUFFERS)
     else:
-        torch.save({"state_dict": cast(state, dtype), **extra}, dst)
+        torch.save({"state_dict": cast(state, dtype, keep=LDM_SCHEDULE_BUFFERS), **extra}, dst)
     return [dst]
 
 
@@ -555,6 +612,8 @@ def read_diffusers(path: Path, overrides: Mapping | None = None) -> Checkpoint:
     enc_state = _component_weights(
         path / "image_encoder", ("model", "pytorch_model", "diffusion_pytorch_model")
     )
+    for folder, part_state in (("unet", unet_state), ("vae", vae_state), ("image_encoder", enc_state)):
+        check_finite(part_state, str(path / folder), DIFFUSERS_COMPONENTS[folder])
     mapper_depth = len({k.split(".")[2] for k in enc_state if k.startswith("mapper.blocks.")})
     files = {part: path / part / "config.json" for part in ("unet", "vae", "image_encoder")}
     with _config_errors(files["unet"]):
@@ -717,19 +776,23 @@ def write_diffusers(
 # --------------------------------------------------------------------------------------------------- writing
 
 
-def _stream(path: Path, state: Mapping[str, torch.Tensor], dtype, progress: bool, metadata: dict) -> None:
-    total = total_bytes(cast_meta(state, dtype).values())
+def _stream(
+    path: Path, state: Mapping[str, torch.Tensor], dtype, progress: bool, metadata: dict, keep=()
+) -> None:
+    """Write `state` as .safetensors, floating-point tensors but those named in `keep` cast to `dtype`."""
+    total = total_bytes(cast_meta(state, dtype, keep).values())
     with tqdm(
         total=total, unit="B", unit_scale=True, desc=path.name, disable=not progress, leave=False
     ) as bar:
-        write_safetensors(path, state, metadata, dtype, on_tensor=bar.update)
+        write_safetensors(path, state, metadata, dtype, on_tensor=bar.update, keep=keep)
 
 
-def cast_meta(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Shape-and-dtype stand-ins of `state` after a cast to `dtype`, for sizing without touching the data."""
+def cast_meta(
+    state: Mapping[str, torch.Tensor], dtype: torch.dtype | None, keep=()
+) -> dict[str, torch.Tensor]:
+    """Shape-and-dtype stand-ins of `state` after `cast(state, dtype, keep)`, for sizing without touching the data."""
     return {
-        k: torch.empty(v.shape, dtype=dtype if dtype and v.is_floating_point() else v.dtype, device="meta")
-        for k, v in state.items()
+        k: torch.empty(v.shape, dtype=cast_dtype(k, v, dtype, keep), device="meta") for k, v in state.items()
     }
 
 

@@ -1,4 +1,4 @@
-"""Architecture from tensor shapes, and state-dict checks that name the offending keys.
+"""Architecture from tensor shapes, and state-dict checks that name the offending keys (and non-finite weights).
 
 Shapes determine channels, levels, residual blocks, attention levels, transformer depth, context width, projection
 type and every ViT size but its head count; heads come from defaults (SD v1: 8 per UNet level; CLIP: width / 64;
@@ -8,7 +8,7 @@ mapper: 1) or a config file the user passes.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -118,3 +118,20 @@ def check_state(
             more = f"\n    ... and {len(items) - 5} more" if len(items) > 5 else ""
             lines.append(f"  {len(items)} {label} key(s):\n    {shown}{more}")
     raise CheckpointError("\n".join(lines))
+
+
+def check_finite(
+    state: Mapping[str, torch.Tensor], where: str, component: str | Callable[[str], str]
+) -> None:
+    """Raise CheckpointError naming the first floating-point tensor that holds NaN or infinity.
+
+    `state`: the tensors under their names in the file; `component`: the part of the model they belong to, or a
+    function of the name that says. One pass over each tensor as it loads (a memory-mapped file is read once)."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            part = component if isinstance(component, str) else component(name)
+            raise CheckpointError(
+                f"{where}: tensor {name!r} ({part}) holds NaN or infinite values: the weights are "
+                "corrupt (a diverged training run, or an overflow when they were saved in lower precision), "
+                "and every image made with them would be black"
+            )

@@ -81,11 +81,20 @@ def read_lightning_checkpoint(path: str | Path, with_state: bool = True, ema: bo
 
 def read_lightning(path: Path, overrides=None, ema: bool = False):
     """A `pbe.checkpoints.formats.Checkpoint` from a Lightning training checkpoint (the `load_checkpoint` hook)."""
-    from pbe.checkpoints.formats import DEFAULT_SCHEDULER, Checkpoint, apply_overrides, expected_state
-    from pbe.checkpoints.infer import check_state
+    from pbe.checkpoints.formats import (
+        DEFAULT_SCHEDULER,
+        Checkpoint,
+        apply_overrides,
+        expected_state,
+        native_component,
+    )
+    from pbe.checkpoints.infer import check_finite, check_state
 
     data = read_lightning_checkpoint(path, ema=ema)
     config = apply_overrides(data["config"], overrides)
     config.unet.gradient_checkpointing = False
     check_state(expected_state(config), data["state"], f"{path} (pbe Lightning checkpoint)")
+    in_file = {MODEL_PREFIX + k: v for k, v in data["state"].items()}  # as named under state_dict
+    where = f"{path} (EMA weights)" if ema else str(path)
+    check_finite(in_file, where, lambda name: native_component(name[len(MODEL_PREFIX) :]))
     return Checkpoint(config, data["state"], scheduler=dict(DEFAULT_SCHEDULER), format="lightning")

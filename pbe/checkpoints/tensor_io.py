@@ -22,7 +22,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -413,15 +413,16 @@ def write_safetensors(
     metadata: Mapping[str, str] | None = None,
     dtype: torch.dtype | None = None,
     on_tensor: Callable[[int], None] | None = None,
+    keep: Collection[str] = (),
 ) -> int:
     """Stream `tensors` into a .safetensors file at `path` (not atomic by itself: write into `atomic_path`).
 
-    Floating-point tensors are cast to `dtype` one at a time. Returns the number of bytes written.
-    `on_tensor(nbytes)` is called after each tensor (progress bars).
+    Floating-point tensors are cast to `dtype` one at a time, except those named in `keep`. Returns the number of
+    bytes written. `on_tensor(nbytes)` is called after each tensor (progress bars).
     """
 
-    def out_dtype(t: torch.Tensor) -> torch.dtype:
-        return dtype if dtype is not None and t.is_floating_point() else t.dtype
+    def out_dtype(name: str) -> torch.dtype:
+        return cast_dtype(name, tensors[name], dtype, keep)
 
     header: dict[str, object] = {}
     if metadata:
@@ -430,7 +431,7 @@ def write_safetensors(
     names = sorted(tensors)
     for name in names:
         t = tensors[name]
-        d = out_dtype(t)
+        d = out_dtype(name)
         if d not in _DTYPE_NAMES:
             raise ValueError(f"tensor {name!r}: dtype {d} cannot be stored in safetensors")
         nbytes = t.numel() * torch.empty((), dtype=d).element_size()
@@ -446,7 +447,7 @@ def write_safetensors(
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name in names:
-            t = tensors[name].detach().to("cpu", out_dtype(tensors[name])).contiguous()
+            t = cast_tensor(name, tensors[name].detach().to("cpu"), dtype, keep).contiguous()
             data = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
             f.write(memoryview(data.numpy()))
             if on_tensor is not None:
@@ -456,10 +457,37 @@ def write_safetensors(
     return 8 + len(blob) + offset
 
 
-def cast(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    if dtype is None:
-        return dict(tensors)
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+def cast_dtype(
+    name: str, tensor: torch.Tensor, dtype: torch.dtype | None, keep: Collection[str] = ()
+) -> torch.dtype:
+    """The dtype `tensor` is written in: `dtype` for floating-point tensors not named in `keep`, else its own."""
+    return dtype if dtype is not None and tensor.is_floating_point() and name not in keep else tensor.dtype
+
+
+def cast_tensor(
+    name: str, tensor: torch.Tensor, dtype: torch.dtype | None, keep: Collection[str] = ()
+) -> torch.Tensor:
+    """`tensor` in the dtype it is written in (`cast_dtype`); ValueError naming it when finite values would turn
+    infinite (float16 ends at 65504), as pbe refuses to load non-finite weights."""
+    out = tensor.to(cast_dtype(name, tensor, dtype, keep))
+    if (
+        out.dtype != tensor.dtype
+        and not bool(torch.isfinite(out).all())
+        and bool(torch.isfinite(tensor).all())
+    ):
+        largest = tensor.abs().max().item()
+        raise ValueError(
+            f"tensor {name!r} holds values up to {largest:g}, beyond {out.dtype}'s largest "
+            f"({torch.finfo(out.dtype).max:g}); cast to bfloat16 or keep float32 instead"
+        )
+    return out
+
+
+def cast(
+    tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None, keep: Collection[str] = ()
+) -> dict[str, torch.Tensor]:
+    """`tensors` with floating-point ones (except those named in `keep`) cast to `dtype` (see `cast_tensor`)."""
+    return {k: cast_tensor(k, v, dtype, keep) for k, v in tensors.items()}
 
 
 def total_bytes(tensors: Iterable[torch.Tensor]) -> int:
