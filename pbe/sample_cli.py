@@ -611,27 +611,26 @@ def warn_if_large(args: SampleArgs, inputs: Inputs) -> None:
         )
 
 
-def checkpoint_facts(weights: Path) -> tuple[dict, int]:
-    """The checkpoint's schedule and its VAE's pixel factor, read without loading the weights (memory-mapped);
-    remembered per path and modification time, so a sweep reads them once."""
-    return _checkpoint_facts(weights.resolve(), weights.stat().st_mtime_ns)
-
-
 @functools.lru_cache(maxsize=4)
-def _checkpoint_facts(weights: Path, mtime_ns: int) -> tuple[dict, int]:
+def _read_checkpoint(weights: Path, mtime_ns: int):
     from pbe.checkpoints.formats import load_checkpoint
 
-    ckpt = load_checkpoint(weights)
-    return ckpt.scheduler, ckpt.config.vae.downsample_factor
+    return load_checkpoint(weights)  # tensors memory-mapped, their values checked once (no model is built)
+
+
+def read_checkpoint(weights: Path):
+    """The checkpoint, read once per path and modification time (a sweep's jobs and the run share it)."""
+    return _read_checkpoint(weights.resolve(), weights.stat().st_mtime_ns)
 
 
 def check_against_checkpoint(args: SampleArgs, inputs: Inputs) -> None:
-    """What depends on the checkpoint, checked before its weights load: the step count its schedule can run with
-    the sampler, and an image of at least one latent pixel."""
+    """What depends on the checkpoint, checked before a model is built from it: the step count its schedule can
+    run with the sampler, and an image of at least one latent pixel."""
     from pbe.diffusion import check_steps_for
 
-    scheduler, vae_scale = checkpoint_facts(args.weights)
-    check_steps_for(scheduler, args.sampler, args.steps)
+    ckpt = read_checkpoint(args.weights)
+    check_steps_for(ckpt.scheduler, args.sampler, args.steps)
+    vae_scale = ckpt.config.vae.downsample_factor
     w, h = inputs.image.size
     if w < vae_scale or h < vae_scale:
         raise ValueError(
@@ -643,7 +642,7 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
     """Edit `args.image` and write the result(s) and grid. Every check happens before the weights load."""
     import torch
 
-    from pbe.checkpoints.formats import DTYPES, load_checkpoint
+    from pbe.checkpoints.formats import DTYPES
     from pbe.pipeline import PaintByExamplePipeline
 
     inputs = load_inputs(args)
@@ -651,12 +650,12 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
     check_outputs(args, outputs, inputs)
     device = resolve_device(args.device)
     dtype = DTYPES[args.dtype]
-    check_against_checkpoint(args, inputs)
     warn_if_large(args, inputs)
-
     _note(args, f"loading weights from {args.weights} ...")
     start = time.perf_counter()
-    ckpt = load_checkpoint(args.weights)
+    check_against_checkpoint(args, inputs)
+    ckpt = read_checkpoint(args.weights)
+    _read_checkpoint.cache_clear()  # the model owns the tensors now
     pipe = PaintByExamplePipeline.from_checkpoint(ckpt, torch_dtype=dtype, device=device)
     _note(args, f"loaded in {time.perf_counter() - start:.1f} s; editing on {device} ({args.dtype})")
     pipe.vae_tiling = args.vae_tiling

@@ -537,15 +537,14 @@ def test_a_seed_beyond_what_a_generator_takes_is_refused_with_its_range(weights,
     ids=["steps_100000", "steps_1000_plms", "one_pixel"],
 )
 def test_what_depends_on_the_checkpoint_is_checked_before_its_weights_load(
-    weights, photos, tmp_path, no_model, capsys, change, message
+    weights, photos, tmp_path, no_model, change, message
 ):
     Image.new("RGB", (1, 1)).save(photos / "dot.png")
     Image.new("L", (1, 1), 255).save(photos / "dot_mask.png")
     change = {k: v.format(photos=photos) if isinstance(v, str) else v for k, v in change.items()}
     args = parse_args(arguments(weights, photos, tmp_path / "r.png", progress=True, **change))
     with pytest.raises(ValueError, match=message):
-        run(args)
-    assert "loading weights" not in capsys.readouterr().err
+        run(args)  # no_model: building a model first would fail the test
     with pytest.raises(ValueError, match=message):  # and for a sweep, before its first job
         check_sweep([f"{k}={v}" for k, v in arguments(weights, photos, tmp_path / "r.png", **change).items()])
     assert list(tmp_path.iterdir()) == []
