@@ -106,7 +106,9 @@ def test_config_source_keys_are_constructor_arguments(name):
 
 
 def test_unknown_source_kind_lists_the_valid_kinds():
-    with pytest.raises(ValueError, match=r"source.kind.*\['coco', 'jsonl', 'openimages', 'synthetic'\]"):
+    with pytest.raises(
+        ValueError, match=r"source.kind.*\['coco', 'jsonl', 'objects', 'openimages', 'synthetic'\]"
+    ):
         build_dataset({"source": {"kind": "laion"}})
 
 

@@ -1,7 +1,8 @@
-"""Training data: sources (Open Images, COCO, JSONL, synthetic scenes) and the paper's augmentations."""
+"""Training data: sources (Open Images, COCO, JSONL, synthetic scenes, objects) and the paper's augmentations."""
 
 from pbe.data.augment import AugmentConfig
 from pbe.data.dataset import SOURCES, ExemplarEditDataset, build_dataset, build_source
+from pbe.data.objects import ObjectsSource
 from pbe.data.sources import (
     CocoSource,
     JsonlSource,
@@ -18,6 +19,7 @@ __all__ = [
     "CocoSource",
     "ExemplarEditDataset",
     "JsonlSource",
+    "ObjectsSource",
     "OpenImagesSource",
     "SkippedSampleWarning",
     "SourceImage",

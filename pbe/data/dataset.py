@@ -5,7 +5,8 @@
 - ``image``: float (3, S, S) in [-1, 1], the square crop of the source image;
 - ``mask``: float (1, S, S) in [0, 1], 1 = keep, 0 = edit (bilinear at the border, as in the original);
 - ``masked_image``: ``image * mask``;
-- ``exemplar``: float (3, E, E), the augmented box crop, CLIP-normalised (E = 224 by default);
+- ``exemplar``: float (3, E, E), the augmented box crop (or the exemplar the source gives: data=objects),
+  CLIP-normalised (E = 224 by default);
 - ``box``: float (4,), the chosen box in ``image`` pixel coordinates (x0, y0, x1, y1);
 - with ``recolour_p > 0`` (not in the paper) also ``noisy_image``, float (3, S, S): ``image``, or with probability
   ``recolour_p`` a copy whose chosen object has another colour, and ``recoloured``, a bool tensor saying which;
@@ -35,6 +36,7 @@ from pbe.data.augment import (
     sample_exemplar_params,
 )
 from pbe.data.masks import bezier_outline, edit_mask, extend_box, pad_box, square_crop_window
+from pbe.data.objects import ObjectsSource
 from pbe.data.sources import (
     CocoSource,
     JsonlSource,
@@ -70,7 +72,8 @@ def make_sample(
 
     params = sample_exemplar_params(rngs["exemplar"], config)
     px0, py0, px1, py1 = pad_box(box, width, height, config.box_pad)
-    exemplar = augment_exemplar(image[:, py0:py1, px0:px1], params, config)
+    given = getattr(item, "exemplar", None)  # data=objects may give its own (another style, or on white)
+    exemplar = augment_exemplar(image[:, py0:py1, px0:px1] if given is None else given, params, config)
 
     extended = extend_box(box, width, height, rngs["mask"], config.extension_ratio)
     extended = extended if config.box_extension else box
@@ -172,6 +175,8 @@ class ExemplarEditDataset(torch.utils.data.Dataset):
         if not (isinstance(epoch, int) and epoch >= 0):
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         self.epoch = epoch
+        if hasattr(self.source, "set_epoch"):  # data=objects composes new scenes each epoch
+            self.source.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -208,6 +213,7 @@ SOURCES = {
     "openimages": OpenImagesSource,
     "coco": CocoSource,
     "jsonl": JsonlSource,
+    "objects": ObjectsSource,
 }
 
 
