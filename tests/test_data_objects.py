@@ -369,3 +369,16 @@ def test_the_training_datamodule_builds_batches_from_data_objects(folder):
     assert batch["image"].shape == (2, 3, size, size) and batch["mask"].shape == (2, 1, size, size)
     assert batch["exemplar"].shape == (2, 3, exemplar, exemplar)
     assert all(torch.isfinite(batch[k]).all() for k in ("image", "mask", "masked_image", "exemplar"))
+
+
+def test_the_preview_never_writes_over_a_file_of_the_objects_folder(folder):
+    from omegaconf import OmegaConf
+
+    from pbe.data.dataset import build_dataset
+    from pbe.data.preview import data_files
+
+    root = folder
+    cfg = OmegaConf.create({"source": {"kind": "objects", "root": str(root), "num_samples": 4}})
+    files = {p.resolve() for p in data_files(cfg, build_dataset(cfg))}
+    listed = {(root / json.loads(line)["path"]).resolve() for line in (root / "manifest.jsonl").open()}
+    assert listed <= files and (root / "manifest.jsonl").resolve() in files  # held-out files too

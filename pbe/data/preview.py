@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from pbe.data.augment import CLIP_MEAN, CLIP_STD
 from pbe.data.dataset import ExemplarEditDataset, build_dataset
+from pbe.data.objects import MANIFEST, ObjectsSource, read_manifest
 from pbe.data.sources import CocoSource, JsonlSource, OpenImagesSource
 from pbe.data.synthetic import SyntheticSource
 from pbe.files import check_folder_writable, check_new_file, write_file
@@ -151,6 +152,10 @@ def source_files(source) -> Iterator[Path]:
         yield from (source.image_dir / f"{image_id}{source.image_ext}" for image_id in source.image_ids)
     elif isinstance(source, SyntheticSource):
         yield from source.backgrounds
+    elif isinstance(source, ObjectsSource):  # every file of the fetched folder, held-out ones too
+        manifest = read_manifest(source.root)
+        yield source.root / MANIFEST
+        yield from (source.root / entry.path for entry in [*manifest.objects, *manifest.backgrounds])
 
 
 def data_files(data_cfg: DictConfig, dataset: ExemplarEditDataset) -> list[Path]:
