@@ -7,11 +7,17 @@ authors' model.ckpt, a diffusers folder, a pbe folder); without it the bundled s
 The server listens on 127.0.0.1 only unless `host` says otherwise, sends nothing anywhere (Gradio's analytics are
 off), runs one model job at a time (other tabs wait in Gradio's queue) and refuses images above `max_pixels` before
 any model work. Bad input (not an image, an empty mask, steps 0, ...) is reported in the page, from the pipeline's
-own checks, and the app goes on serving.
+own checks, until dismissed; the server log gets one line for it (`pbe.app: error: ...`) and the app goes on serving.
+
+The editor is the one source of the mask: what the model gets is the union of its painted layer, however it was made
+(strokes, an uploaded mask, Auto mask, any mix), and the source is the editor's background, which never holds paint.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
+import io
 import os
 import socket
 import sys
@@ -36,9 +42,50 @@ DEFAULT_SAMPLER = "checkpoint default"
 BRUSH_RGB = (255, 64, 160)  # the painted mask's colour in the editor
 BRUSH_OPACITY = 0.6
 MASK_ALPHA = 64  # a layer pixel at least this opaque is part of the mask (anti-aliased brush edges count)
+BRUSH_FRACTION = 0.04  # the brush radius for a photo: this fraction of its shorter side (in [1, 100] pixels)
 # Auto mask: generate_mask with the map brought to pixel size along the photo's edges, one region (not DiffEdit's
 # latent-pixel blocks: on the small model's held-out scenes IoU 0.51 vs 0.29; docs/small_model.md)
 AUTO_MASK_OPTIONS = {"upsample": "guided", "single_region": True}
+# Gradio 6.31's editor draws a layer sent by the server into the bounds of all its containers, which include an empty
+# one of `canvas_size`: at the default 800x800 a generated mask lands offset (a mark below the photo) and outside
+# what the editor sends back. A canvas no larger than any photo keeps the layer on the photo.
+EDITOR_CANVAS = (1, 1)
+RESULT_HEIGHT = 320  # pixels: the result and the exemplar are shown at this height, aspect kept
+# In the page: a file picked or dropped on the source editor goes to the hidden photo upload instead, so that the
+# server checks it (file size, type, pixels) before it reaches the editor, and loads it there (see build_app).
+FORWARD_PHOTOS_JS = """
+() => {
+    const forward = (files) => {
+        const input = document.querySelector("#photo-upload input[type=file]");
+        if (!input || !files || files.length === 0) return;
+        const picked = new DataTransfer();
+        picked.items.add(files[0]);
+        input.files = picked.files;
+        input.dispatchEvent(new Event("change", { bubbles: true }));
+    };
+    const on_source = (event) => event.target instanceof Element && event.target.closest("#source") !== null;
+    document.addEventListener("change", (event) => {
+        if (!on_source(event) || event.target.type !== "file") return;
+        event.stopImmediatePropagation();
+        forward(event.target.files);
+        event.target.value = "";
+    }, true);
+    document.addEventListener("drop", (event) => {
+        if (!on_source(event) || !event.dataTransfer || event.dataTransfer.files.length === 0) return;
+        event.preventDefault();
+        event.stopImmediatePropagation();
+        forward(event.dataTransfer.files);
+        event.target.dispatchEvent(new DragEvent("dragleave", { bubbles: true }));  // the editor's drop highlight
+    }, true);
+    document.body.dataset.photosForwarded = "true";  // the page's tests wait for this
+}
+"""
+# Images, however small, are shown scaled to their panel, aspect kept. The panels keep their height whatever they
+# show, so that the page does not move under the user when an example row brings new images and clears the outputs.
+PAGE_CSS = """
+#result img, #used-mask img, #exemplar img { width: 100%; height: 100%; object-fit: contain; }
+#grid { height: 120px; }
+"""
 
 
 @dataclass
@@ -51,7 +98,7 @@ class AppConfig:
     max_pixels: int = 2048 * 2048  # per uploaded image (source, mask, exemplar)
     device: str | None = None  # default: cuda when available
     dtype: str = "fp32"
-    max_file_mb: int = 64  # uploads above this many megabytes are refused by the server before decoding
+    max_file_mb: int = 64  # uploads above this many megabytes are refused before decoding (see check_config)
     examples: bool = True
 
 
@@ -91,6 +138,11 @@ def parse_args(argv: Sequence[str]) -> AppConfig:
     return config
 
 
+def editor_upload_bytes(pixels: int) -> int:
+    """The most bytes of one PNG the editor sends for an image of `pixels` (RGBA, incompressible, with overhead)."""
+    return 4 * pixels + pixels // 100 + 4096
+
+
 def check_config(config: AppConfig) -> None:
     if not 0 <= config.port <= 65535:
         raise ValueError(f"port must be in [0, 65535] (0: any free port), got {config.port}")
@@ -98,6 +150,13 @@ def check_config(config: AppConfig) -> None:
         raise ValueError(f"max_pixels must be at least 64, got {config.max_pixels}")
     if config.max_file_mb < 1:
         raise ValueError(f"max_file_mb must be at least 1, got {config.max_file_mb}")
+    if config.max_file_mb * 2**20 < editor_upload_bytes(config.max_pixels):
+        need = -(-editor_upload_bytes(config.max_pixels) // 2**20)
+        raise ValueError(
+            f"max_file_mb={config.max_file_mb} is too small for max_pixels={config.max_pixels:,}: the editor sends "
+            f"the photo back as a PNG of up to {need} MB, which the server would refuse; pass max_file_mb={need} or "
+            "more, or a smaller max_pixels"
+        )
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {config.dtype!r}")
     if not config.host:
@@ -187,30 +246,29 @@ def mask_layer(mask: Image.Image) -> Image.Image:
 
 
 def editor_value(background: Image.Image, mask: Image.Image | None) -> dict:
-    layers = [mask_layer(mask)] if mask is not None else []
-    composite = background.convert("RGBA")
-    for layer in layers:
-        composite = Image.alpha_composite(composite, layer)
-    return {"background": background, "layers": layers, "composite": composite}
+    """The editor's value for `background` with `mask` as its layer. No composite: Gradio's editor would load a
+    composite as its background, with the mask's paint baked into the photo."""
+    return {
+        "background": background,
+        "layers": [mask_layer(mask)] if mask is not None else [],
+        "composite": None,
+    }
 
 
-def source_and_mask(
-    value: dict | None, max_pixels: int, base: Image.Image | None = None
-) -> tuple[Image.Image, Image.Image]:
-    """The editor's value -> (RGB source, "L" mask: the painted strokes, plus `base` when it has the source's size).
+def brush_radius(size: tuple[int, int]) -> int:
+    """The brush's default radius for a photo of `size`: a stroke covers a region, not the whole photo."""
+    return min(100, max(1, round(min(size) * BRUSH_FRACTION)))
 
-    `base` is the last generated or uploaded mask. It is shown in the editor as a layer, but Gradio's editor (6.x)
-    leaves a layer set by the server out of what it sends once the user paints, so the app keeps it and adds the
-    strokes to it. ValueError when there is no source."""
+
+def source_and_mask(value: dict | None, max_pixels: int) -> tuple[Image.Image, Image.Image]:
+    """The editor's value -> (RGB source: its background, "L" mask: the union of its layers). ValueError when there is
+    no source."""
     background = (value or {}).get("background")
     if background is None:
         raise ValueError("image: upload a source photo first (the left panel)")
     check_pixels(background, "image", max_pixels)
     source = background.convert("RGB")
-    mask = mask_from_layers(value.get("layers") or [], source.size)
-    if base is not None and base.size == source.size:
-        mask = Image.fromarray(np.maximum(np.asarray(mask), np.asarray(base.convert("L"))))
-    return source, mask
+    return source, mask_from_layers(value.get("layers") or [], source.size)
 
 
 def example_rows(folder: Path) -> list[list[str]]:
@@ -219,7 +277,8 @@ def example_rows(folder: Path) -> list[list[str]]:
         from skimage import data
     except ImportError:
         return []
-    folder.mkdir(parents=True, exist_ok=True)
+    from pbe.files import write_files
+
     photos = {
         name: Image.fromarray(getattr(data, name)()).convert("RGB")
         for name in ("astronaut", "coffee", "chelsea", "rocket")
@@ -233,10 +292,12 @@ def example_rows(folder: Path) -> list[list[str]]:
     ]
     rows = []
     for source, exemplar, crop in specs:
-        paths = [folder / f"{source}.png", folder / f"{exemplar}_exemplar.png"]
-        photos[source].save(paths[0])
-        photos[exemplar].crop(crop).save(paths[1])
-        rows.append([str(p) for p in paths])
+        pair = [
+            (folder / f"{source}.png", photos[source]),
+            (folder / f"{exemplar}_exemplar.png", photos[exemplar].crop(crop)),
+        ]
+        written = write_files(pair, overwrite=True)  # overwrite: the folder is the app's own
+        rows.append([str(path) for path in written])
     return rows
 
 
@@ -271,15 +332,15 @@ class Editor:
         paste_back: bool,
         feather,
         on_step: Callable[[int, int], None] | None = None,
-        base_mask: Image.Image | None = None,
     ) -> tuple[Image.Image, Image.Image, str]:
         """Run one edit; returns (result, mask used, grid PNG path). ValueError for anything wrong with the input.
 
-        The mask is what was painted in the editor plus `base_mask` (the last generated or uploaded mask)."""
+        The mask is the editor's layer as the page shows it (see source_and_mask)."""
         from pbe.diffusion import img2img_start_step
-        from pbe.sample_cli import draw_grid, write_png
+        from pbe.files import write_file
+        from pbe.sample_cli import draw_grid
 
-        source, mask = source_and_mask(value, self.max_pixels, base_mask)
+        source, mask = source_and_mask(value, self.max_pixels)
         if exemplar is None:
             raise ValueError("example_image: upload an exemplar (the object to paint in)")
         check_pixels(exemplar, "example_image", self.max_pixels)
@@ -317,14 +378,18 @@ class Editor:
                 progress=False,
             ).images[0]
         grid = draw_grid(source, mask, exemplar.convert("RGB"), [result])
-        out = Path(tempfile.mkdtemp(prefix="edit-", dir=self.workdir)) / "pbe_grid.png"
-        write_png(grid, out)
+        out = write_file(Path(tempfile.mkdtemp(prefix="edit-", dir=self.workdir)) / "pbe_grid.png", grid)
         return result, mask, str(out)
 
-    def auto_mask(
-        self, value: dict | None, exemplar: Image.Image | None, seed
-    ) -> tuple[dict, Image.Image, Image.Image]:
-        """DiffEdit-style mask (generate_mask) -> (editor value with the mask as a layer, the mask, the mask)."""
+    def load_photo(self, photo: Image.Image | None) -> dict:
+        """A new source photo -> the editor's value: the photo, nothing painted."""
+        if photo is None:
+            raise ValueError("image: no photo uploaded")
+        check_pixels(photo, "image", self.max_pixels)
+        return editor_value(photo.convert("RGB"), None)
+
+    def auto_mask(self, value: dict | None, exemplar: Image.Image | None, seed) -> dict:
+        """DiffEdit-style mask (generate_mask) -> the editor's value with the mask as its layer (replacing strokes)."""
         source, _ = source_and_mask(value, self.max_pixels)
         if exemplar is None:
             raise ValueError(
@@ -335,9 +400,9 @@ class Editor:
             mask = self.pipe.generate_mask(
                 source, exemplar.convert("RGB"), generator=self.generator(seed), **AUTO_MASK_OPTIONS
             )[0]
-        return editor_value(source, mask), mask, mask
+        return editor_value(source, mask)
 
-    def load_mask(self, value: dict | None, mask: Image.Image | None) -> tuple[dict, Image.Image]:
+    def load_mask(self, value: dict | None, mask: Image.Image | None) -> dict:
         """An uploaded mask (white = repaint) -> the editor's mask layer (replacing what was painted)."""
         source, _ = source_and_mask(value, self.max_pixels)
         if mask is None:
@@ -347,17 +412,25 @@ class Editor:
             raise ValueError(
                 f"mask_image is {mask.width}x{mask.height} but image is {source.width}x{source.height}; they must match"
             )
-        mask = mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
-        return editor_value(source, mask), mask
+        return editor_value(source, mask.convert("L").point(lambda v: 255 if v >= 128 else 0))
 
-    def clear_mask(self, value: dict | None) -> tuple[dict | None, None]:
-        """Drop the painted strokes and the generated / uploaded mask; keep the source."""
+    def clear_mask(self, value: dict | None) -> dict | None:
+        """Drop the mask (painted, uploaded or generated); keep the source."""
         background = (value or {}).get("background")
-        return (editor_value(background.convert("RGB"), None) if background is not None else None), None
+        return editor_value(background.convert("RGB"), None) if background is not None else None
+
+
+def user_error(message: str, title: str = "Cannot run this"):
+    """A gr.Error for bad input: shown in the page until dismissed, one line in the server log (no traceback)."""
+    import gradio as gr
+
+    print(f"pbe.app: error: {message}", file=sys.stderr, flush=True)
+    return gr.Error(html.escape(message), title=title, duration=None, print_exception=False)
 
 
 def _readable(fn):
-    """Run a handler; ValueError / FileNotFoundError (the pipeline's and the app's checks) become gr.Error."""
+    """Run a handler; ValueError / FileNotFoundError (the pipeline's and the app's checks) become a user error, anything
+    else (a bug, out of memory) a traceback in the server log and a summary in the page."""
     import functools
 
     import gradio as gr
@@ -366,24 +439,25 @@ def _readable(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as e:
-            raise gr.Error(str(e), title="Cannot run this") from None
         except gr.Error:
             raise
-        except (
-            Exception
-        ) as e:  # a bug or an out-of-memory: the server log has the traceback, the page a summary
+        except (ValueError, FileNotFoundError) as e:
+            raise user_error(str(e)) from None
+        except Exception as e:
             traceback.print_exc()
-            raise gr.Error(f"{type(e).__name__}: {e}", title="The edit failed") from None
+            raise gr.Error(
+                html.escape(f"{type(e).__name__}: {e}"),
+                title="The edit failed",
+                duration=None,
+                print_exception=False,
+            ) from None
 
     return wrapper
 
 
 def _check_upload(file, name: str, max_pixels: int) -> None:
     """An uploaded file (Gradio FileData) is an image PIL reads, of at most max_pixels: read from its header only,
-    so neither a non-image nor a huge image is decoded. Raises gr.Error naming the input."""
-    import gradio as gr
-
+    so neither a non-image nor a huge image is decoded. Raises a user error naming the input."""
     if file is None or getattr(file, "path", None) is None:
         return
     shown = getattr(file, "orig_name", None) or Path(file.path).name
@@ -391,43 +465,84 @@ def _check_upload(file, name: str, max_pixels: int) -> None:
         with Image.open(file.path) as img:
             size = img.size
     except Exception as e:
-        raise gr.Error(
+        raise user_error(
             f"{name}: {shown} is not an image PIL can read ({type(e).__name__})", title="Not an image"
         ) from None
     try:
         check_size(size, name, max_pixels)
     except ValueError as e:
-        raise gr.Error(str(e), title="Image too large") from None
+        raise user_error(str(e), title="Image too large") from None
 
 
 def _check_uploads(component, name: str, max_pixels: int) -> None:
-    """Make a gr.Image / gr.ImageEditor refuse non-images and images above max_pixels before decoding them.
+    """Make a gr.Image refuse non-images and images above max_pixels before decoding them.
 
     Gradio's own preprocessing would fail on a non-image with an error the page does not show; this raises gr.Error,
     which it does. The method is replaced on the instance: a subclass would make Gradio write a .pyi stub file
-    beside this module."""
+    beside this module. (Not for the editor: a prop update gives each session its own copy of it, without this.)"""
     import gradio as gr
 
     preprocess = component.preprocess
 
     def checked(payload):
-        files = payload
-        if isinstance(component, gr.ImageEditor) and payload is not None:
-            files = component.blob_storage.get(payload.id) if payload.id else payload
-            if files is not None:
-                _check_upload(files.background, name, max_pixels)
-                for layer in files.layers or []:
-                    _check_upload(layer, "mask layer", max_pixels)
-        else:
-            _check_upload(payload, name, max_pixels)
+        _check_upload(payload, name, max_pixels)
         try:
             return preprocess(payload)
         except gr.Error:
             raise
         except Exception as e:
-            raise gr.Error(f"{name}: not an image PIL can read ({type(e).__name__})") from None
+            raise user_error(
+                f"{name}: not an image PIL can read ({type(e).__name__})", title="Not an image"
+            ) from None
 
     component.preprocess = checked
+
+
+class ShownImages:
+    """The images the page is sent, as PNG files in `folder`, named by their content and written once.
+
+    Gradio (6.31) stores an image it sends by rewriting the cache file of that content in place, which cuts off a
+    browser loading the same image (the same photo, sent again with a new mask): the editor never shows it. A file
+    path is copied into the cache instead, once."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, image: Image.Image) -> str:
+        from pbe.files import write_file
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()}.png"
+        if not path.exists():
+            try:
+                write_file(path, data)
+            except FileExistsError:  # written meanwhile, for another tab: the same bytes
+                pass
+        return str(path)
+
+    def editor(self, value: dict | None) -> dict | None:
+        """An editor value (see editor_value) with its images as files."""
+        if value is None:
+            return None
+        return {
+            **value,
+            "background": self.path(value["background"]),
+            "layers": list(map(self.path, value["layers"])),
+        }
+
+
+def _brush(radius: int | str = "auto"):
+    """The editor's brush: the mask colour only, `radius` pixels of the photo ("auto": Gradio's default)."""
+    import gradio as gr
+
+    return gr.Brush(
+        default_size=radius,
+        colors=[(f"rgb{BRUSH_RGB}", BRUSH_OPACITY)],
+        default_color=(f"rgb{BRUSH_RGB}", BRUSH_OPACITY),
+        color_mode="fixed",
+    )
 
 
 def build_app(
@@ -442,11 +557,6 @@ def build_app(
         "editor's toolbar), or upload a mask, or press **Auto mask**. "
         "2. Upload an **exemplar**: the object to paint in. 3. Press **Edit**."
     )
-    brush = gr.Brush(
-        colors=[(f"rgb{BRUSH_RGB}", BRUSH_OPACITY)],
-        default_color=(f"rgb{BRUSH_RGB}", BRUSH_OPACITY),
-        color_mode="fixed",
-    )
     with gr.Blocks(title="pbe: Paint by Example", analytics_enabled=False) as demo:
         gr.Markdown(intro)
         with gr.Row():
@@ -457,11 +567,21 @@ def build_app(
                     image_mode="RGBA",
                     sources=("upload", "clipboard"),
                     transforms=(),
-                    layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
-                    brush=brush,
+                    layers=False,  # one mask layer: no layer menu (whose name Gradio changes when the server sets it)
+                    brush=_brush(),
                     eraser=gr.Eraser(),
                     format="png",
+                    canvas_size=EDITOR_CANVAS,
                     elem_id="source",
+                )
+                # Photos picked or dropped on the editor arrive here (FORWARD_PHOTOS_JS), are checked, then loaded.
+                photo_upload = gr.Image(
+                    type="pil",
+                    image_mode="RGB",
+                    sources=("upload",),
+                    format="png",
+                    visible="hidden",
+                    elem_id="photo-upload",
                 )
                 mask_upload = gr.Image(
                     label="Or upload a mask (white = repaint)",
@@ -478,6 +598,7 @@ def build_app(
                     type="pil",
                     image_mode="RGB",
                     sources=("upload", "clipboard"),
+                    height=RESULT_HEIGHT,
                     elem_id="exemplar",
                 )
                 with gr.Row():
@@ -505,7 +626,12 @@ def build_app(
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column():
                 result = gr.Image(
-                    label="Result", type="pil", format="png", interactive=False, elem_id="result"
+                    label="Result",
+                    type="pil",
+                    format="png",
+                    interactive=False,
+                    height=RESULT_HEIGHT,
+                    elem_id="result",
                 )
                 used_mask = gr.Image(
                     label="Mask used (white = repaint)",
@@ -518,70 +644,97 @@ def build_app(
                 grid = gr.File(
                     label="Grid: source | mask | exemplar | result", interactive=False, elem_id="grid"
                 )
-        for component, name in ((source, "image"), (mask_upload, "mask_image"), (exemplar, "example_image")):
+        for component, name in (
+            (photo_upload, "image"),
+            (mask_upload, "mask_image"),
+            (exemplar, "example_image"),
+        ):
             _check_uploads(component, name, editor.max_pixels)
-        base_mask = gr.State(None)  # the last generated or uploaded mask ("L"), see source_and_mask
+        rows = None
         if examples:
-            gr.Examples(examples, inputs=[source, exemplar], label="Examples (scikit-image photos)")
+            rows = gr.Dataset(
+                components=[source, exemplar],
+                samples=examples,
+                type="index",
+                label="Examples (scikit-image photos)",
+                elem_id="examples",
+            )
         elif examples is not None:
             gr.Markdown("*No examples: they use scikit-image's photos (`pip install scikit-image`).*")
 
-        def edit(value, ex, smp, n, g, s, sd, pb, fe, base, progress=gr.Progress()):  # noqa: B008 (Gradio reads it)
-            progress(0, desc="starting")
-            return editor.edit(
-                value,
-                ex,
-                smp,
-                n,
-                g,
-                s,
-                sd,
-                pb,
-                fe,
-                on_step=lambda i, total: progress((i, total), desc="denoising"),
-                base_mask=base,
+        shown = ShownImages(editor.workdir / "shown")
+        # A new photo (uploaded or an example row) comes with an empty mask and clears the last edit's outputs.
+        new_photo_outputs = [source, mask_upload, result, used_mask, grid]
+
+        def new_photo(value: dict) -> list:
+            radius = brush_radius(value["background"].size)
+            update = gr.update(
+                value=shown.editor(value), brush=_brush(radius), eraser=gr.Eraser(default_size=radius)
             )
+            return [update, None, None, None, None]
+
+        def load_photo(photo):  # and empty the hidden upload for the next one
+            return [*new_photo(editor.load_photo(photo)), None]
+
+        def load_row(index):
+            photo, example = (Image.open(path).convert("RGB") for path in examples[index])
+            return [*new_photo(editor.load_photo(photo)), shown.path(example)]
+
+        def edit(value, ex, smp, n, g, s, sd, pb, fe, progress=gr.Progress()):  # noqa: B008 (Gradio reads it)
+            progress(0, desc="starting")
+            on_step = lambda i, total: progress((i, total), desc="denoising")  # noqa: E731
+            result, mask, grid = editor.edit(value, ex, smp, n, g, s, sd, pb, fe, on_step=on_step)
+            return shown.path(result), shown.path(mask), grid
 
         def auto_mask(value, ex, sd, progress=gr.Progress()):  # noqa: B008
             progress(None, desc="computing the mask")
-            return editor.auto_mask(value, ex, sd)
+            return shown.editor(editor.auto_mask(value, ex, sd))
 
-        # Uploads are checked at once (the components' preprocess refuses non-images and huge images).
-        # A new source drops the generated / uploaded mask of the previous one.
+        def model_job(button, fn, inputs, outputs, progress_on=None) -> None:
+            """`button` runs `fn` in the model's queue and cannot be pressed again until it finished or failed.
+            `progress_on`: where the progress shows (default: the outputs)."""
+            toggle = dict(outputs=button, queue=False, show_progress="hidden")
+            job = button.click(lambda: gr.update(interactive=False), **toggle).then(
+                _readable(fn),
+                inputs=inputs,
+                outputs=outputs,
+                concurrency_id="model",
+                show_progress_on=progress_on,
+            )
+            for finished in (job.success, job.failure):  # (Gradio 6.31 runs no .then() after a failure)
+                finished(lambda: gr.update(interactive=True), **toggle)
+
+        # Uploads are checked at once (the components' preprocess refuses non-images and huge images); a refused
+        # one leaves its component empty.
         light = dict(concurrency_id="checks", concurrency_limit=4, show_progress="hidden")
-        source.upload(lambda v: None, inputs=source, outputs=base_mask, **light)
-        source.clear(lambda: None, outputs=base_mask, **light)
-        exemplar.upload(lambda v: None, inputs=exemplar, **light)
-        mask_upload.upload(
-            _readable(editor.load_mask),
-            inputs=[source, mask_upload],
-            outputs=[source, base_mask],
-            concurrency_id="model",
+
+        def checked_upload(component, fn, inputs, outputs) -> None:
+            component.upload(_readable(fn), inputs=inputs, outputs=outputs, **light).failure(
+                lambda: None, outputs=component, **light
+            )
+
+        checked_upload(photo_upload, load_photo, photo_upload, [*new_photo_outputs, photo_upload])
+        checked_upload(exemplar, lambda v: None, exemplar, None)
+        checked_upload(
+            mask_upload, lambda v, m: shown.editor(editor.load_mask(v, m)), [source, mask_upload], source
         )
-        clear.click(_readable(editor.clear_mask), inputs=source, outputs=[source, base_mask], **light)
-        auto.click(
-            _readable(auto_mask),
-            inputs=[source, exemplar, seed],
-            outputs=[source, used_mask, base_mask],
-            concurrency_id="model",
+        if rows is not None:
+            rows.click(_readable(load_row), inputs=rows, outputs=[*new_photo_outputs, exemplar], **light)
+        clear.click(
+            _readable(lambda v: (shown.editor(editor.clear_mask(v)), None)),
+            inputs=source,
+            outputs=[source, mask_upload],
+            **light,
         )
-        run.click(
-            _readable(edit),
-            inputs=[
-                source,
-                exemplar,
-                sampler,
-                steps,
-                guidance,
-                strength,
-                seed,
-                paste_back,
-                feather,
-                base_mask,
-            ],
-            outputs=[result, used_mask, grid],
-            concurrency_id="model",
+        # (On the button: Gradio 6.31 leaves the editor's progress overlay on for good now and then.)
+        model_job(auto, auto_mask, [source, exemplar, seed], source, progress_on=auto)
+        model_job(
+            run,
+            edit,
+            [source, exemplar, sampler, steps, guidance, strength, seed, paste_back, feather],
+            [result, used_mask, grid],
         )
+        demo.load(None, js=FORWARD_PHOTOS_JS)
     demo.queue(default_concurrency_limit=1)
     return demo
 
@@ -622,6 +775,7 @@ def launch(config: AppConfig, block: bool = True):
         enable_monitoring=False,
         max_file_size=config.max_file_mb * 1024 * 1024,
         allowed_paths=[str(editor.workdir)],
+        css=PAGE_CSS,
         prevent_thread_lock=not block,
         quiet=not block,
     )

@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,16 +105,93 @@ def test_edit_refuses_large_images_before_the_model_runs(editor, monkeypatch):
         editor.edit(app.editor_value(photo(32, 32), None), photo(8, 8), None, 2, 5, 1, 0, True, 0)
 
 
-def test_generated_mask_is_kept_and_strokes_are_added_to_it():
+def test_the_mask_is_the_union_of_the_editor_layers_and_the_source_its_background():
     source = photo(40, 30)
-    base = box_mask(40, 30, (0, 0, 10, 10))
-    strokes = app.mask_layer(box_mask(40, 30, (30, 20, 40, 30)))
-    _, mask = app.source_and_mask({"background": source, "layers": [strokes]}, 10_000, base)
-    assert np.array_equal(
-        np.asarray(mask), np.maximum(np.asarray(base), np.asarray(box_mask(40, 30, (30, 20, 40, 30))))
+    layers = [
+        app.mask_layer(box_mask(40, 30, (0, 0, 10, 10))),
+        app.mask_layer(box_mask(40, 30, (30, 20, 40, 30))),
+    ]
+    got_source, mask = app.source_and_mask({"background": source, "layers": layers}, 10_000)
+    assert np.array_equal(np.asarray(got_source), np.asarray(source))
+    both = np.maximum(
+        np.asarray(box_mask(40, 30, (0, 0, 10, 10))), np.asarray(box_mask(40, 30, (30, 20, 40, 30)))
     )
-    _, other_size = app.source_and_mask({"background": photo(20, 20), "layers": []}, 10_000, base)
-    assert not np.asarray(other_size).any()  # a mask of another photo is not applied
+    assert np.array_equal(np.asarray(mask), both)
+    _, nothing = app.source_and_mask({"background": source, "layers": []}, 10_000)
+    assert not np.asarray(nothing).any()
+
+
+def test_editor_values_sent_to_the_page_keep_the_paint_out_of_the_photo():
+    source, mask = photo(40, 30), box_mask(40, 30, (5, 5, 20, 20))
+    value = app.editor_value(source, mask)
+    assert value["composite"] is None, "the editor would load a composite as its background, paint and all"
+    assert value["background"] is source and len(value["layers"]) == 1
+
+
+def test_auto_mask_and_an_uploaded_mask_become_the_editor_layer(editor):
+    source, exemplar = photo(64, 48), photo(30, 20, seed=1)
+    value = editor.auto_mask(app.editor_value(source, None), exemplar, 0)
+    assert value["background"].size == (64, 48) and [layer.size for layer in value["layers"]] == [(64, 48)]
+    mask = box_mask(64, 48, (8, 8, 40, 30))
+    value = editor.load_mask(app.editor_value(source, None), mask)
+    assert np.array_equal(np.asarray(app.source_and_mask(value, 10_000)[1]), np.asarray(mask))
+    with pytest.raises(ValueError, match="mask_image is 20x20 but image is 64x48"):
+        editor.load_mask(app.editor_value(source, None), box_mask(20, 20, (0, 0, 5, 5)))
+    assert editor.clear_mask(value)["layers"] == [] and editor.clear_mask(None) is None
+
+
+def test_a_new_photo_is_checked_and_comes_without_a_mask(editor):
+    value = editor.load_photo(photo(64, 48))
+    assert value["background"].mode == "RGB" and value["layers"] == []
+    with pytest.raises(ValueError, match="image is 120x100 = 12,000 pixels"):
+        editor.load_photo(photo(120, 100))
+
+
+def test_brush_radius_follows_the_photo():
+    assert app.brush_radius((96, 64)) == 3 and app.brush_radius((512, 512)) == 20
+    assert app.brush_radius((4, 4)) == 1 and app.brush_radius((8000, 6000)) == 100
+
+
+def test_images_for_the_page_are_written_once(tmp_path):
+    shown = app.ShownImages(tmp_path / "shown")
+    first = shown.path(photo(20, 10))
+    stat = Path(first).stat()
+    assert shown.path(photo(20, 10)) == first, "the same image: the same file"
+    assert Path(first).stat().st_mtime_ns == stat.st_mtime_ns, "not rewritten (a browser may be reading it)"
+    assert shown.path(photo(20, 10, seed=1)) != first
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(photo(20, 10)))
+    value = shown.editor(app.editor_value(photo(20, 10), box_mask(20, 10, (0, 0, 5, 5))))
+    assert value["background"] == first and Path(value["layers"][0]).is_file()
+
+
+def test_user_errors_stay_in_the_page_and_are_one_line_in_the_log(capsys):
+    import gradio as gr
+
+    def refuse(message):
+        raise ValueError(message)
+
+    with pytest.raises(gr.Error) as error:
+        app._readable(refuse)("steps must be >= 1, got 0 <b>")
+    assert error.value.duration is None, "stays until dismissed"
+    assert error.value.message == "steps must be &gt;= 1, got 0 &lt;b&gt;", "shown as text"
+    assert not error.value.print_exception
+    assert capsys.readouterr().err == "pbe.app: error: steps must be >= 1, got 0 <b>\n"
+
+    def bug():
+        raise RuntimeError("a bug")
+
+    with pytest.raises(gr.Error, match="RuntimeError: a bug"):
+        app._readable(bug)()
+    assert "Traceback" in capsys.readouterr().err, "a bug keeps its traceback"
+
+
+def test_max_file_mb_must_hold_the_editor_png_of_the_largest_photo():
+    app.check_config(app.AppConfig())  # the defaults fit
+    with pytest.raises(
+        ValueError, match="max_file_mb=1 is too small for max_pixels=4,194,304.*max_file_mb=17"
+    ):
+        app.parse_args(["max_file_mb=1"])
+    app.parse_args(["max_file_mb=1", "max_pixels=250000"])
 
 
 def test_examples_are_the_bundled_photos(tmp_path):
