@@ -310,6 +310,7 @@ def test_paint_a_mask_and_edit(browser, server, files, tmp_path):
     grid_link = page.locator("#grid a").first
     grid = Image.open(io.BytesIO(page.request.get(grid_link.get_attribute("href")).body()))
     assert grid.width > 3 * SIZE and grid.height > SIZE  # source | mask | exemplar | result
+    page.evaluate("window.scrollTo(0, 0)")  # the click on Edit scrolled it into view: show the page's top
     page.screenshot(path=tmp_path / "app.png")
     if os.environ.get("PBE_APP_SCREENSHOT") == "1" or not (ROOT / "docs" / "app.png").exists():
         shutil.copyfile(tmp_path / "app.png", ROOT / "docs" / "app.png")
