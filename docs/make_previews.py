@@ -52,7 +52,8 @@ def write_photo_manifest(folder: Path, copies: int = 2) -> Path:
 
 def preview(out: Path, *overrides: str) -> None:
     command = [sys.executable, "-m", "pbe.data.preview", "n=8", "per_row=2", "cell=160", "progress=false"]
-    subprocess.run([*command, f"out={out}", "overwrite=true", *overrides], cwd=REPO, check=True)  # regenerated
+    # the previews are regenerated: replace the ones in docs/
+    subprocess.run([*command, f"out={out}", "overwrite=true", *overrides], cwd=REPO, check=True)
 
 
 def main() -> None:
