@@ -378,7 +378,8 @@ def test_the_preview_never_writes_over_a_file_of_the_objects_folder(folder):
     from pbe.data.preview import data_files
 
     root = folder
-    cfg = OmegaConf.create({"source": {"kind": "objects", "root": str(root), "num_samples": 4}})
+    source = {"kind": "objects", "root": str(root), "num_samples": 4, "exemplar_style": "same"}
+    cfg = OmegaConf.create({"source": source})
     files = {p.resolve() for p in data_files(cfg, build_dataset(cfg))}
     listed = {(root / json.loads(line)["path"]).resolve() for line in (root / "manifest.jsonl").open()}
     assert listed <= files and (root / "manifest.jsonl").resolve() in files  # held-out files too
