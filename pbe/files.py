@@ -113,6 +113,7 @@ def write_files(
     staged: list[tuple[Path, Path]] = []  # (temporary, target)
     placed: list[Path] = []  # targets that did not exist before
     created: list[Path] = []  # folders made here
+    mode = 0o666 & ~_umask()  # mkstemp makes 0600; give files the usual permissions
     try:
         for path, (_, content) in zip(paths, items, strict=True):
             for folder in reversed([path.parent, *path.parent.parents]):
@@ -128,7 +129,7 @@ def write_files(
             os.close(handle)
             staged.append((Path(temporary), path))
             _write_content(content, Path(temporary), path)
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            os.chmod(temporary, mode)
         for _, path in staged:
             if not overwrite and path.exists():  # appeared while we wrote: still not ours to replace
                 raise FileExistsError(

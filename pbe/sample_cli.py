@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
-from pbe.files import check_folder_writable, check_new_file, write_file, write_files
+from pbe.files import check_folder_writable, check_new_file, write_files
 from pbe.preprocess import open_image
 from pbe.sweeps import sweep_jobs, swept_keys
 
@@ -379,11 +379,6 @@ def is_sweep_record(path: Path) -> bool:
         return OmegaConf.select(record, "hydra.mode") == "MULTIRUN" and "image" in record
     except Exception:  # noqa: BLE001 -- not YAML, not a mapping: not ours
         return False
-
-
-def write_png(image: Image.Image, path: Path, overwrite: bool = False) -> None:
-    """Write `path` atomically (kept for callers outside the CLI; new code uses pbe.files.write_file)."""
-    write_file(path, image, overwrite=overwrite)
 
 
 def binary_mask(mask: Image.Image) -> Image.Image:

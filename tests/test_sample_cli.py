@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from pbe import sample_cli
+from pbe.files import write_file
 from pbe.pipeline import PaintByExamplePipeline
 from pbe.sample_cli import (
     GRID_GAP,
@@ -31,7 +32,6 @@ from pbe.sample_cli import (
     run_hydra_job,
     sweep_suffix,
     swept_keys,
-    write_png,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,7 +296,7 @@ def test_grid_has_one_row_per_result_with_the_exemplar_at_row_height():
     np.testing.assert_array_equal(last_row[:, -20:], np.asarray(results[2]))
 
 
-def test_write_png_leaves_the_target_untouched_when_writing_fails(tmp_path):
+def test_write_file_leaves_the_target_untouched_when_writing_fails(tmp_path):
     class Broken(Image.Image):
         def save(self, f, format):
             Path(f).write_bytes(b"half a png")
@@ -305,16 +305,16 @@ def test_write_png_leaves_the_target_untouched_when_writing_fails(tmp_path):
     target = tmp_path / "r.png"
     target.write_bytes(b"old")
     with pytest.raises(OSError, match="disk full"):
-        write_png(Broken(), target, overwrite=True)
+        write_file(target, Broken(), overwrite=True)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
 
 
-def test_write_png_refuses_an_existing_file_without_overwrite(tmp_path):
+def test_write_file_refuses_an_existing_file_without_overwrite(tmp_path):
     target = tmp_path / "r.png"
     target.write_bytes(b"old")
     with pytest.raises(FileExistsError, match="overwrite=true"):
-        write_png(Image.new("RGB", (8, 8)), target)
+        write_file(target, Image.new("RGB", (8, 8)))
     check_free([tmp_path / "other.png"], overwrite=False)  # a free name passes
     assert target.read_bytes() == b"old"
 
@@ -496,11 +496,10 @@ def test_without_weights_and_no_bundled_model_weights_is_required(photos, tmp_pa
         parse_args(arguments("unused", photos, tmp_path / "result.png", weights=None))
 
 
-def test_write_png_tolerates_a_folder_made_by_another_writer_meanwhile(tmp_path, monkeypatch):
+def test_write_file_tolerates_a_folder_made_by_another_writer_meanwhile(tmp_path, monkeypatch):
     # two evaluation ranks write into the same new results/ folder: the loser of the mkdir race must not fail
     from pathlib import Path
 
-    from pbe.sample_cli import write_png
 
     target = tmp_path / "results" / "1.png"
     real_mkdir = Path.mkdir
@@ -510,7 +509,7 @@ def test_write_png_tolerates_a_folder_made_by_another_writer_meanwhile(tmp_path,
         raise FileExistsError(17, "File exists", str(self))  # ...and this one finds it there
 
     monkeypatch.setattr(Path, "mkdir", racing_mkdir)
-    write_png(Image.new("RGB", (4, 4)), target)
+    write_file(target, Image.new("RGB", (4, 4)))
     monkeypatch.undo()
     assert pixels(target).shape == (4, 4, 3)
 
