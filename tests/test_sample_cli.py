@@ -500,7 +500,6 @@ def test_write_file_tolerates_a_folder_made_by_another_writer_meanwhile(tmp_path
     # two evaluation ranks write into the same new results/ folder: the loser of the mkdir race must not fail
     from pathlib import Path
 
-
     target = tmp_path / "results" / "1.png"
     real_mkdir = Path.mkdir
 
