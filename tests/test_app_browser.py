@@ -15,6 +15,7 @@ import io
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -90,17 +91,22 @@ def browser():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, browser):
     """The app, serving; `calls`: what the model got per edit ({"image", "mask_image"}) and per Auto mask
-    ({"image"}), oldest first."""
+    ({"image"}), oldest first. `hold`: while a test keeps this event cleared, an edit that has run all its steps
+    does not return (so that a second tab is sure to find it still running)."""
     from pbe import PaintByExamplePipeline
 
     calls = []
+    hold = threading.Event()
+    hold.set()
     run_model = PaintByExamplePipeline.__call__
 
     def recorded(self, **kwargs):
         calls.append(
             {"image": np.asarray(kwargs["image"]), "mask_image": np.asarray(kwargs["mask_image"]) > 127}
         )
-        return run_model(self, **kwargs)
+        result = run_model(self, **kwargs)
+        hold.wait(timeout=TIMEOUT_MS / 1000)
+        return result
 
     def box_auto_mask(self, image, example_image, **kwargs):
         calls.append({"image": np.asarray(image)})
@@ -115,7 +121,7 @@ def server(tmp_path_factory, browser):
         patch.setattr(PaintByExamplePipeline, "generate_mask", box_auto_mask)
         demo = app.launch(config, block=False)
         rows = app.example_rows(tmp_path_factory.mktemp("rows"))  # the same files as the app's example rows
-        yield SimpleNamespace(url=f"http://127.0.0.1:{config.port}/", calls=calls, rows=rows)
+        yield SimpleNamespace(url=f"http://127.0.0.1:{config.port}/", calls=calls, rows=rows, hold=hold)
         demo.close()
 
 
@@ -495,15 +501,19 @@ def test_second_tab_waits_for_the_first_and_progress_is_shown(browser, server, f
         paint_stroke(page)
         set_steps(page, steps)
     first.bring_to_front()
-    first.click("#run")
-    first.locator("#result", has_text=re.compile(r"\d+/200 steps")).wait_for()  # a progress bar per step
-    assert "denoising" in first.inner_text("#result")
-    assert first.locator("#run").is_disabled(), "Edit cannot be pressed again while the edit runs"
-    second.bring_to_front()
-    second.click("#run")
-    # waits its turn: behind the first edit (and any event an earlier test's page left in the queue)
-    second.locator("#result", has_text=re.compile(r"queue: \d+/\d+")).wait_for()
-    assert first.locator("#result img").count() == 0, "the first edit is still running"
+    server.hold.clear()  # the first edit does not return until the second tab has been seen waiting
+    try:
+        first.click("#run")
+        first.locator("#result", has_text=re.compile(r"\d+/200 steps")).wait_for()  # a progress bar per step
+        assert "denoising" in first.inner_text("#result")
+        assert first.locator("#run").is_disabled(), "Edit cannot be pressed again while the edit runs"
+        second.bring_to_front()
+        second.click("#run")
+        # waits its turn: behind the first edit (and any event an earlier test's page left in the queue)
+        second.locator("#result", has_text=re.compile(r"queue: \d+/\d+")).wait_for()
+        assert first.locator("#result img").count() == 0, "the first edit is still running"
+    finally:
+        server.hold.set()
     first.locator("#result img").first.wait_for()
     first.locator("#run:not([disabled])").wait_for()  # and can be pressed again once it finished
     assert shown_image(second, "result").shape == (SIZE, SIZE, 3)
