@@ -1,6 +1,7 @@
 """A web app for exemplar editing: upload a photo, paint over what to replace, drop in an exemplar, see the result.
 
     python -m pbe.app [model=PATH] [host=127.0.0.1] [port=7860] [max_pixels=4194304] [device=cpu|cuda] [dtype=fp32]
+                      [padding_mask_crop=auto|N|none]
 
 Built on Gradio (`pip install 'pbe[app]'`) over `pbe.PaintByExamplePipeline`. `model` is anything pbe reads (the
 authors' model.ckpt, a diffusers folder, a pbe folder); without it the bundled small model is used once it exists.
@@ -8,6 +9,11 @@ The server listens on 127.0.0.1 only unless `host` says otherwise, sends nothing
 off), runs one model job at a time (other tabs wait in Gradio's queue) and refuses images above `max_pixels` before
 any model work. Bad input (not an image, an empty mask, steps 0, ...) is reported in the page, from the pipeline's
 own checks, until dismissed; the server log gets one line for it (`pbe.app: error: ...`) and the app goes on serving.
+
+`padding_mask_crop=auto` (the default): when the model records its training resolution (`pipe.train_resolution`) and
+the photo is larger than it on either side, the model edits a square around the mask at that resolution, pasted back
+into the photo (the pixels outside the mask stay the photo's, whatever the paste-back box says): fast, and what a small
+model can paint. N: always crop, with N pixels of margin; none: edit the whole photo at its own size.
 
 The editor is the one source of the mask: what the model gets is the union of its painted layer, however it was made
 (strokes, an uploaded mask, Auto mask, any mix), and the source is the editor's background, which never holds paint.
@@ -100,6 +106,7 @@ class AppConfig:
     dtype: str = "fp32"
     max_file_mb: int = 64  # uploads above this many megabytes are refused before decoding (see check_config)
     examples: bool = True
+    padding_mask_crop: int | str | None = "auto"  # "auto", pixels of margin (always crop) or None (never)
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -131,6 +138,10 @@ def parse_args(argv: Sequence[str]) -> AppConfig:
             if value.lower() not in ("true", "false"):
                 raise ValueError(f"examples must be true or false, got {value!r}")
             changes[key] = value.lower() == "true"
+        elif key == "padding_mask_crop":
+            from pbe.pipeline import padding_mask_crop_setting
+
+            changes[key] = padding_mask_crop_setting(value)
         else:
             changes[key] = value or None
     config = replace(config, **changes)
@@ -161,6 +172,9 @@ def check_config(config: AppConfig) -> None:
         raise ValueError(f"dtype must be one of {DTYPES}, got {config.dtype!r}")
     if not config.host:
         raise ValueError("host must be an address to listen on, e.g. 127.0.0.1")
+    from pbe.pipeline import padding_mask_crop_setting
+
+    padding_mask_crop_setting(config.padding_mask_crop)
 
 
 def resolve_model(model: Path | None) -> Path:
@@ -307,10 +321,13 @@ def example_rows(folder: Path) -> list[list[str]]:
 class Editor:
     """The model side of the app: one pipeline, the handlers' logic, no Gradio types (testable without a server)."""
 
-    def __init__(self, pipe, max_pixels: int, workdir: Path):
+    def __init__(self, pipe, max_pixels: int, workdir: Path, padding_mask_crop: int | str | None = "auto"):
+        from pbe.pipeline import padding_mask_crop_setting
+
         self.pipe = pipe
         self.max_pixels = max_pixels
         self.workdir = workdir
+        self.padding_mask_crop = padding_mask_crop_setting(padding_mask_crop)  # see AppConfig
         self._lock = threading.Lock()  # Gradio's queue already runs one job at a time; this makes sure of it
 
     def generator(self, seed) -> object:
@@ -361,6 +378,10 @@ class Editor:
             if on_step is not None:
                 on_step(done, total or done)
 
+        from pbe.pipeline import auto_padding_mask_crop
+
+        train_resolution = getattr(self.pipe, "train_resolution", None)
+        padding = auto_padding_mask_crop(self.padding_mask_crop, train_resolution, source.size, mask)
         generator = self.generator(seed)
         with self._lock:
             result = self.pipe(
@@ -376,6 +397,7 @@ class Editor:
                 sampler=None if sampler in (None, DEFAULT_SAMPLER) else sampler,
                 callback=callback,
                 progress=False,
+                padding_mask_crop=padding,
             ).images[0]
         grid = draw_grid(source, mask, exemplar.convert("RGB"), [result])
         out = write_file(Path(tempfile.mkdtemp(prefix="edit-", dir=self.workdir)) / "pbe_grid.png", grid)
@@ -750,7 +772,7 @@ def load_editor(config: AppConfig, model: Path) -> Editor:
         model, torch_dtype=TORCH_DTYPES[config.dtype], device=device
     )
     workdir = Path(tempfile.mkdtemp(prefix="pbe-app-"))
-    return Editor(pipe, config.max_pixels, workdir)
+    return Editor(pipe, config.max_pixels, workdir, config.padding_mask_crop)
 
 
 def launch(config: AppConfig, block: bool = True):

@@ -1,7 +1,11 @@
 """`make demo`: the small trained model edits synthetic scenes and four photos (outputs/demo/grid.png).
 
-    python -m pbe.demo [--steps 25]
+    python -m pbe.demo [--steps 25] [--padding-mask-crop auto|N|none]
     python -m pbe.demo --params [--latent-size 32] [--batch 1] [--dtype fp32|bf16] [--tiny]
+
+--padding-mask-crop (default auto): a photo larger than the model's training resolution (64 px for the small model) is
+edited as a square around its mask at that resolution, pasted back (as sample.py and the app do); N: always crop with N
+pixels of margin; none: edit each photo whole, at its own size.
 
 With --params (or --tiny): build the full-size Paint-by-Example model, count its parameters, time one UNet forward.
 
@@ -35,6 +39,16 @@ def tiny_config() -> PaintByExampleConfig:
     )
 
 
+def _crop_setting(value: str) -> int | str | None:
+    """--padding-mask-crop, checked as sample.py checks padding_mask_crop (argparse reports the error)."""
+    from pbe.pipeline import padding_mask_crop_setting
+
+    try:
+        return padding_mask_crop_setting(value, "--padding-mask-crop")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         prog="python -m pbe.demo",
@@ -62,11 +76,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--steps", type=int, default=25, help="sampling steps of the editing demo (default 25)"
     )
+    parser.add_argument(
+        "--padding-mask-crop",
+        type=_crop_setting,
+        default="auto",
+        help="auto (default): edit a square around the mask at the model's training resolution when the photo is "
+        "larger than it, pasted back; N: always, with N pixels of margin; none: edit the whole photo",
+    )
     args = parser.parse_args(argv)
     if not (args.params or args.tiny):
         from pbe.small.demo_edits import run_demo  # the small model trained here (pbe/assets/small)
 
-        return run_demo(steps=args.steps)
+        return run_demo(steps=args.steps, padding_mask_crop=args.padding_mask_crop)
     if args.latent_size < 1 or args.batch < 1:
         parser.error("--latent-size and --batch must be positive")
 

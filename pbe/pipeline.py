@@ -10,6 +10,9 @@ sample of the masked image), so the same weights and seed give the same image. B
 - any image size: sizes the UNet cannot take are padded (edge pixels repeated, kept by the mask) and cropped back;
 - `generate_mask` (DiffEdit-style automatic mask), `invert` (DDIM inversion) and `image_latents=` (edit from an
   inversion, keeping the inverted trajectory outside the mask at every step);
+- `padding_mask_crop=N` (diffusers' inpainting option): edit only a square around the mask (N pixels of margin),
+  resized to the model's training resolution (`pipe.train_resolution`, from the checkpoint), and paste the result
+  back into the photo; default None, as in diffusers: the whole image is edited at its own size;
 - large images: the VAE runs on overlapping tiles above `pipe.vae_tiling_threshold` pixels a side (progress bar,
   Ctrl-C honoured between tiles; `pipe.enable_vae_tiling()` / `disable_vae_tiling()` force it), and an image of more
   than `pipe.large_image_pixels` pixels gets a warning before any work.
@@ -79,6 +82,13 @@ LARGE_IMAGE_PIXELS = (
 )  # warn before editing more pixels than this (pipe.large_image_pixels; None: never)
 TORCH_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what the model computes in (torch_dtype=)
 USUAL_GUIDANCE = 20.0  # guidance scales above this are named as the likely cause of an overflow
+# sample.py, the app and the demo: padding_mask_crop=auto crops when the model records its training resolution and
+# the photo is larger than it on either side, with a margin of AUTO_CROP_MARGIN x the mask box's longest side on every
+# side (at least AUTO_CROP_MIN_MARGIN pixels): the crop is about twice the box, so the edited region fills about half
+# of what the model sees, as the objects did in the small model's training scenes (25-50 % of the side).
+AUTO_CROP = "auto"
+AUTO_CROP_MARGIN = 0.5
+AUTO_CROP_MIN_MARGIN = 8
 
 
 class NonFiniteResultError(ValueError):
@@ -111,6 +121,92 @@ def _flag(value, name: str) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return bool(value)
+
+
+def _crop_margin(value) -> int | None:
+    """padding_mask_crop: None, or a whole number of pixels >= 0; ValueError naming it otherwise (bools refused)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(
+            "padding_mask_crop must be None (no crop) or an integer >= 0 (pixels of margin around the mask), "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def mask_crop_box(repaint, padding: int) -> tuple[int, int, int, int]:
+    """The region `padding_mask_crop=padding` edits, (left, top, right, bottom) with right / bottom exclusive.
+
+    `repaint`: (H, W) booleans (or 0 / 1), True where the mask repaints. The bounding box of those pixels, grown by
+    `padding` on every side, then to a square (centred on the box) of its longer side, then moved inside the image;
+    in a dimension where the image is smaller than the square, the whole dimension. ValueError for an empty mask."""
+    repaint = np.asarray(repaint.cpu() if isinstance(repaint, torch.Tensor) else repaint).astype(bool)
+    if repaint.ndim != 2:
+        raise ValueError(f"mask_crop_box takes an (H, W) mask, got shape {repaint.shape}")
+    padding = _crop_margin(padding)
+    if padding is None:
+        raise ValueError("padding_mask_crop must be an integer >= 0 here, got None")
+    rows, cols = np.flatnonzero(repaint.any(axis=1)), np.flatnonzero(repaint.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("the mask marks nothing to repaint: there is no region to crop around")
+    box = [
+        int(cols[0]) - padding,
+        int(rows[0]) - padding,
+        int(cols[-1]) + 1 + padding,
+        int(rows[-1]) + 1 + padding,
+    ]
+    side = max(box[2] - box[0], box[3] - box[1])
+    for lo, n in ((0, repaint.shape[1]), (1, repaint.shape[0])):  # x, then y
+        start = box[lo] - (side - (box[lo + 2] - box[lo])) // 2  # the square, centred on the grown box
+        start = 0 if side >= n else min(max(start, 0), n - side)  # inside the image
+        box[lo], box[lo + 2] = start, start + min(side, n)
+    return box[0], box[1], box[2], box[3]
+
+
+def padding_mask_crop_setting(value, name: str = "padding_mask_crop") -> int | str | None:
+    """A sample.py / app / demo setting, checked: "auto", None (also "none", "null" or ""), or pixels >= 0 (an int, or
+    a string of digits from a command line). ValueError naming `name` otherwise."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO_CROP:
+            return AUTO_CROP
+        if text in ("none", "null", ""):
+            return None
+        if text.isdigit():
+            return int(text)
+    elif value is None or (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+    ):
+        return None if value is None else int(value)
+    raise ValueError(
+        f"{name} must be {AUTO_CROP} (crop around the mask when the photo is larger than the model's training "
+        f"resolution), an integer >= 0 (always crop, with that many pixels of margin) or none (never crop); "
+        f"got {value!r}"
+    )
+
+
+def auto_padding_mask_crop(setting, train_resolution: int | None, size: tuple[int, int], masks) -> int | None:
+    """The pipeline's padding_mask_crop for a sample.py / app / demo `setting` (see padding_mask_crop_setting).
+
+    None: None. An int: itself. "auto": None unless `train_resolution` is known and the photo (`size`: width,
+    height) is larger than it on either side; then AUTO_CROP_MARGIN x the longest side of the mask's bounding box
+    (over all `masks`, white = repaint, binarised as the pipeline does), at least AUTO_CROP_MIN_MARGIN pixels. A mask
+    that marks nothing gives None (the pipeline then edits as without the crop, and warns about the mask)."""
+    setting = padding_mask_crop_setting(setting)
+    if setting != AUTO_CROP:
+        return setting
+    if train_resolution is None or max(size) <= train_resolution:
+        return None
+    longest = 0
+    for i, mask in enumerate(masks if isinstance(masks, list | tuple) else [masks]):
+        repaint = keep_mask(to_mask_float(mask, f"mask_image[{i}]")).numpy() < 0.5
+        rows, cols = np.flatnonzero(repaint.any(axis=1)), np.flatnonzero(repaint.any(axis=0))
+        if rows.size:
+            longest = max(longest, int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+    if longest == 0:
+        return None
+    return max(AUTO_CROP_MIN_MARGIN, math.ceil(AUTO_CROP_MARGIN * longest))
 
 
 def _torch_dtype(value) -> torch.dtype | None:
@@ -194,6 +290,13 @@ def _warn_at_caller(message: str) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(internal):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, h, w) float images to (B, C, size, size): bicubic, antialiased when shrinking."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
 
 
 @dataclass
@@ -317,8 +420,14 @@ class PaintByExamplePipeline:
         dtype: torch.dtype | None = None,
         channels_last: bool = False,
         autocast: bool = False,
+        train_resolution: int | None = None,
     ):
         dtype, device, channels_last, autocast = _load_options(dtype, device, channels_last, autocast)
+        # The pixel size the model was trained at (None: unknown; pbe's native folders record it): the size that
+        # padding_mask_crop resizes the crop around the mask to.
+        self.train_resolution = (
+            None if train_resolution is None else _count(train_resolution, "train_resolution (pixels)")
+        )
         self.model = model.eval().requires_grad_(False)
         self.device = device if device is not None else next(model.parameters()).device
         self.dtype = dtype or next(model.parameters()).dtype
@@ -392,7 +501,7 @@ class PaintByExamplePipeline:
             torch_dtype, device, channels_last, autocast
         )
         model = ckpt.model(dtype=torch_dtype, device=device)
-        return cls(model, ckpt.scheduler, device, torch_dtype, channels_last, autocast)
+        return cls(model, ckpt.scheduler, device, torch_dtype, channels_last, autocast, ckpt.train_resolution)
 
     # ----------------------------------------------------------------------------------------------- helpers
 
@@ -411,7 +520,12 @@ class PaintByExamplePipeline:
             raise ValueError(f"sampler={name!r}; valid: {', '.join(SAMPLERS)}")
         return name, {}
 
-    def _prepare(self, image, mask_image, example_image, need_exemplar: bool = True) -> _Inputs:
+    def _prepare(
+        self, image, mask_image, example_image, need_exemplar: bool = True, crop_padding: int | None = None
+    ) -> _Inputs:
+        """Checked, preprocessed inputs. `crop_padding` (padding_mask_crop): the model sees a crop, not the whole
+        image, so a large image is not warned about (the crop's generation size is, later), and an empty mask is
+        refused (there is nothing to crop around)."""
         images = as_list(image, "image")
         masks = as_list(mask_image, "mask_image") if mask_image is not None else None
         if masks is not None and len(masks) not in (1, len(images)):
@@ -431,7 +545,7 @@ class PaintByExamplePipeline:
             raise ValueError(
                 f"image is {w}x{h} pixels; it must be at least {self.vae_scale}x{self.vae_scale} (one latent pixel)"
             )
-        if self.large_image_pixels is not None and h * w > self.large_image_pixels:
+        if crop_padding is None and self.large_image_pixels is not None and h * w > self.large_image_pixels:
             _warn_at_caller(
                 f"image is {w}x{h} = {h * w:,} pixels, more than pipe.large_image_pixels={self.large_image_pixels:,}: "
                 "the edit will be slow and memory-hungry (the model was trained at 512x512)"
@@ -447,6 +561,14 @@ class PaintByExamplePipeline:
                     )
             keep = torch.stack([keep_mask(m)[None] for m in floats])
             empty = [i for i in range(len(floats)) if bool((keep[i] == 1).all())]
+            if empty and crop_padding is not None:
+                i = empty[0]
+                name = "mask_image" if len(masks) == 1 else f"mask_image[{i}]"
+                raise ValueError(
+                    f"padding_mask_crop={crop_padding} crops around the mask, but {name} marks nothing to repaint "
+                    "(no pixel is white: white = repaint, values binarised at 0.5); paint the region to edit, or "
+                    "pass padding_mask_crop=None"
+                )
             if empty:  # diffusers runs the model anyway; so does pbe, but says why the result may surprise
                 i = empty[0]
                 name = "mask_image" if len(masks) == 1 else f"mask_image[{i}]"
@@ -581,6 +703,7 @@ class PaintByExamplePipeline:
         image_latents: InversionOutput | torch.Tensor | None = None,
         feather: int = 0,
         progress: bool = True,
+        padding_mask_crop: int | None = None,
     ) -> PipelineOutput:
         """Paint `example_image` into the white region of `mask_image` on `image`.
 
@@ -588,9 +711,35 @@ class PaintByExamplePipeline:
         (B * num_images_per_prompt, 4, h, w) instead of drawing it. `image_latents`: the output of `invert` (or its
         trajectory) to edit from; it implies DDIM. `feather`: paste-back edge width in pixels (into the edited
         region only, so kept pixels stay exact; without paste_back=True it does nothing, and warns).
+
+        `padding_mask_crop` (pixels, diffusers' inpainting option; default None: the whole image is edited at its own
+        size): edit only the region around each image's mask, `mask_crop_box`: the mask's bounding box grown by
+        `padding_mask_crop` on every side, then to a square, moved inside the image. The crop (padded to that square
+        with its edge pixels, kept by the mask, where the image is smaller than the square) is resized to the
+        generation size, `pipe.train_resolution` when the checkpoint recorded it, else the largest crop of the batch
+        rounded up to a multiple of the VAE's downsampling (8 for Stable Diffusion's); that is edited, resized back
+        and pasted into the photo where the mask repaints: outside the mask every pixel is the input's exactly (as
+        with paste_back=True, which the crop implies; `feather` applies). `latents` then have the generation size.
+        Not with output_type="latent" (no photo to paste into) nor with `image_latents` (an inversion of the whole
+        image, not of the resized crop).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; valid: {OUTPUT_TYPES}")
+        padding_mask_crop = _crop_margin(padding_mask_crop)
+        if padding_mask_crop is not None and output_type == "latent":
+            raise ValueError(
+                f"padding_mask_crop={padding_mask_crop} cannot give output_type='latent': the edited crop is pasted "
+                "back into the photo in pixels, and latents of the crop have no photo to go into; use "
+                "output_type='pil', 'np' or 'pt', or padding_mask_crop=None"
+            )
+        if padding_mask_crop is not None and image_latents is not None:
+            raise ValueError(
+                f"padding_mask_crop={padding_mask_crop} cannot be combined with image_latents: they invert the whole "
+                "image at its own size, while padding_mask_crop edits a resized crop around the mask; pass "
+                "padding_mask_crop=None (or invert the crop and edit it without padding_mask_crop)"
+            )
+        if padding_mask_crop is not None and self.train_resolution is not None:
+            _count(self.train_resolution, "pipe.train_resolution (pixels)")
         paste_back, progress = _flag(paste_back, "paste_back"), _flag(progress, "progress")
         generator = _generator(generator)
         latents = _finite_tensor(latents, "latents", "a torch.Tensor (the initial noise) or None")
@@ -603,7 +752,7 @@ class PaintByExamplePipeline:
         start_step = img2img_start_step(num_inference_steps, strength)
         eta = _real(eta, "eta", lambda v: v >= 0, ">= 0 and finite")
         feather = _count(feather, "feather (pixels)", low=0)
-        if feather and not paste_back:
+        if feather and not paste_back and padding_mask_crop is None:
             _warn_at_caller(
                 f"feather={feather} has no effect without paste_back=True (it softens the edge of the pasted-back "
                 "original); pass paste_back=True, or leave feather out"
@@ -623,6 +772,22 @@ class PaintByExamplePipeline:
         self.schedule.check_steps(num_inference_steps, name, **options)
         if name == "ddim":
             options["eta"] = eta
+        if padding_mask_crop is not None:
+            inputs = self._prepare(image, mask_image, example_image, crop_padding=padding_mask_crop)
+            edit = dict(
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                num_images_per_prompt=num_images_per_prompt,
+                eta=eta,
+                generator=generator,
+                latents=latents,
+                strength=strength,
+                sampler=sampler,
+                callback=callback,
+                progress=progress,
+            )
+            images = self._edit_crops(inputs, padding_mask_crop, feather, edit)
+            return PipelineOutput(images=self._to_output(images, output_type))
 
         inputs = self._prepare(image, mask_image, example_image)
         batch, n = inputs.images.shape[0], num_images_per_prompt
@@ -702,6 +867,47 @@ class PaintByExamplePipeline:
             f"{what} hold NaN or infinite values (the result would be a black image). Likely cause: "
             + ("; or ".join(causes) or generic)
         )
+
+    def crop_generation_size(self, sides: list[int]) -> int:
+        """The side of the square the crops of padding_mask_crop are edited at: `train_resolution` when known, else the
+        largest crop side (`sides`) rounded up to a multiple of the VAE's downsampling."""
+        if self.train_resolution is not None:
+            return self.train_resolution
+        return math.ceil(max(sides) / self.vae_scale) * self.vae_scale
+
+    def _edit_crops(self, inputs: _Inputs, padding: int, feather: int, edit: dict) -> torch.Tensor:
+        """padding_mask_crop: each image's crop around its mask edited at the generation size, resized back and pasted
+        into the image; (B * n, 3, H, W) in [0, 1], the input's pixels exactly outside the mask."""
+        h, w, n = inputs.height, inputs.width, edit["num_images_per_prompt"]
+        keep = inputs.keep[..., :h, :w]
+        boxes = [mask_crop_box(k[0] < 0.5, padding) for k in keep]
+        sides = [max(right - left, bottom - top) for left, top, right, bottom in boxes]
+        size = self.crop_generation_size(sides)
+        crops, masks = [], []
+        for i, ((left, top, right, bottom), side) in enumerate(zip(boxes, sides, strict=True)):
+            # padded to the square (edge pixels, kept) where the image is smaller than it
+            square = (0, side - (right - left), 0, side - (bottom - top))
+            crop = F.pad(
+                inputs.images[i : i + 1, :, top:bottom, left:right].float(), square, mode="replicate"
+            )
+            repaint = F.pad(1 - keep[i : i + 1, :, top:bottom, left:right].float(), square, value=0.0)
+            crops.append(_resize(crop, size).clamp(-1, 1)[0])
+            # a generation-size pixel repaints if any pixel it covers does: the model edits all of the mask
+            masks.append(F.adaptive_max_pool2d(repaint, size)[0, 0].numpy())
+        edited = self(
+            torch.stack(crops),
+            masks,
+            list(inputs.exemplars),
+            output_type="pt",
+            paste_back=False,
+            **edit,
+        ).images
+        images = ((inputs.images[..., :h, :w].float() + 1) / 2).repeat_interleave(n, dim=0)
+        for j, result in enumerate(edited):
+            (left, top, right, bottom), side = boxes[j // n], sides[j // n]
+            back = _resize(result[None], side).clamp(0, 1)[0, :, : bottom - top, : right - left]
+            images[j, :, top:bottom, left:right] = back
+        return self._paste_back(images, inputs, n, feather)
 
     def _paste_back(self, images: torch.Tensor, inputs: _Inputs, n: int, feather: int) -> torch.Tensor:
         """Original pixels where the mask keeps them (exactly: from the uint8 input where there was one)."""

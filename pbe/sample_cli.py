@@ -80,6 +80,9 @@ class SampleArgs:
     vae_tiling: bool | None = None  # None: tile the VAE above 1024 pixels a side
     warn_pixels: int = 2048 * 2048  # warn before editing an image of more pixels; 0: never
     max_pixels: int = 4096 * 4096  # refuse (from the file's header) an image of more pixels; 0: no limit
+    # "auto": edit a crop around the mask at the model's training resolution when the photo is larger than it;
+    # an int: always crop, with that many pixels of margin; None: edit the whole photo at its own size
+    padding_mask_crop: int | str | None = "auto"
 
 
 @dataclass
@@ -174,7 +177,7 @@ def parse_args(values: Mapping) -> SampleArgs:
     (weights, image, mask, example) may be None when not given.
     """
     from pbe.diffusion import SAMPLERS
-    from pbe.pipeline import MASK_UPSAMPLING
+    from pbe.pipeline import MASK_UPSAMPLING, padding_mask_crop_setting
 
     known = {f.name for f in fields(SampleArgs)}
     unknown = sorted(set(values) - known)
@@ -243,6 +246,7 @@ def parse_args(values: Mapping) -> SampleArgs:
         vae_tiling=_flag(values, "vae_tiling", allow_none=True),
         warn_pixels=_integer(values, "warn_pixels", 0, "an integer >= 0 (0: never warn)"),
         max_pixels=_integer(values, "max_pixels", 0, "an integer >= 0 (0: no limit)"),
+        padding_mask_crop=padding_mask_crop_setting(values["padding_mask_crop"]),
     )
     check_weights(args.weights)
     return args
@@ -633,12 +637,28 @@ def check_against_checkpoint(args: SampleArgs, inputs: Inputs) -> None:
         )
 
 
+def crop_note(pipe, mask, padding: int) -> str:
+    """The line sample.py prints when it edits a crop around the mask (padding_mask_crop)."""
+    import numpy as np
+
+    from pbe.pipeline import mask_crop_box
+
+    left, top, right, bottom = mask_crop_box(np.asarray(mask.convert("L")) >= 128, padding)
+    size = pipe.crop_generation_size([max(right - left, bottom - top)])
+    known = pipe.train_resolution is not None
+    why = "the model's training resolution" if known else "its own size, rounded up"
+    return (
+        f"padding_mask_crop: editing the {right - left}x{bottom - top} region around the mask ({padding} px margin) "
+        f"at {size}x{size} ({why}), pasted into the photo"
+    )
+
+
 def run(args: SampleArgs, suffix: str = "") -> Outputs:
     """Edit `args.image` and write the result(s) and grid. Every check happens before the weights load."""
     import torch
 
     from pbe.checkpoints.formats import DTYPES
-    from pbe.pipeline import PaintByExamplePipeline
+    from pbe.pipeline import PaintByExamplePipeline, auto_padding_mask_crop
 
     inputs = load_inputs(args)
     outputs = output_paths(args, suffix)
@@ -669,6 +689,9 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
             generator=torch.Generator().manual_seed(args.seed),
             progress=args.progress,
         )[0]
+    padding = auto_padding_mask_crop(args.padding_mask_crop, pipe.train_resolution, inputs.image.size, mask)
+    if padding is not None:
+        _note(args, crop_note(pipe, mask, padding))
     results = pipe(
         inputs.image,
         mask,
@@ -682,6 +705,7 @@ def run(args: SampleArgs, suffix: str = "") -> Outputs:
         sampler=args.sampler,
         feather=args.feather,
         progress=args.progress,
+        padding_mask_crop=padding,
     ).images
 
     files = list(zip(outputs.results, results, strict=True))

@@ -111,6 +111,7 @@ class Checkpoint:
     scheduler: dict = field(default_factory=lambda: dict(DEFAULT_SCHEDULER))
     format: str = "native"
     vision_layout: dk.Layout = "transformers4"  # how a diffusers image_encoder stores its CLIP tower
+    train_resolution: int | None = None  # the pixel size the model was trained at (native layout only)
 
     def model(
         self, dtype: torch.dtype | None = None, device: str | torch.device | None = None
@@ -267,13 +268,31 @@ def read_native(path: Path, overrides: Mapping | None = None) -> Checkpoint:
     state, _ = read_safetensors(weights)
     check_state(expected, state, f"{path} (pbe format)")
     check_finite(state, str(weights), native_component)
+    resolution = meta.get("train_resolution")
+    if resolution is not None and not (
+        isinstance(resolution, int) and not isinstance(resolution, bool) and resolution >= 8
+    ):
+        raise CheckpointError(
+            f"{config_file}: 'train_resolution' must be an int >= 8 (pixels), got {resolution!r}"
+        )
     return Checkpoint(
         config,
         state,
         scheduler=meta.get("scheduler") or dict(DEFAULT_SCHEDULER),
         format="native",
         vision_layout=meta.get("vision_layout", "transformers4"),
+        train_resolution=resolution,
     )
+
+
+def set_train_resolution(folder: Path, resolution: int) -> None:
+    """Record ``resolution`` as ``train_resolution`` in a native folder's ``pbe_config.json`` (atomically)."""
+    from pbe.files import write_json
+
+    config_file = Path(folder) / NATIVE_CONFIG
+    meta = _read_json(config_file)
+    meta["train_resolution"] = int(resolution)
+    write_json(config_file, meta, overwrite=True)
 
 
 def write_native(
@@ -287,6 +306,8 @@ def write_native(
         "scheduler": ckpt.scheduler,
         "vision_layout": ckpt.vision_layout,
     }
+    if ckpt.train_resolution is not None:
+        meta["train_resolution"] = int(ckpt.train_resolution)
     (dst / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     _stream(dst / NATIVE_WEIGHTS, ckpt.state, dtype, progress, {"format": "pt"})
     return [dst / NATIVE_CONFIG, dst / NATIVE_WEIGHTS]

@@ -3,7 +3,8 @@
 The photos are scikit-image's astronaut, coffee, chelsea and rocket (a dev extra), downscaled so that their short side
 is 128 px: the small model was trained on 64x64 scenes, and its objects are 16-32 px wide. Their masks (white =
 repaint) and exemplars (objects cropped from synthetic scenes) are committed in `pbe/assets/demo/`;
-`make_demo_assets` wrote them and documents where each edit goes.
+`make_demo_assets` wrote them and documents where each edit goes. As in sample.py and the app, `padding_mask_crop`
+"auto" edits a photo larger than the model's training resolution as a square around its mask at that resolution.
 """
 
 from __future__ import annotations
@@ -112,13 +113,21 @@ def grid(rows: list[list[np.ndarray]], labels: list[str], height: int = 128) -> 
     return sheet
 
 
-def run_demo(model=None, out: str | Path = "outputs/demo/grid.png", steps: int = 25, seed: int = 0) -> dict:
+def run_demo(
+    model=None,
+    out: str | Path = "outputs/demo/grid.png",
+    steps: int = 25,
+    seed: int = 0,
+    padding_mask_crop: int | str | None = "auto",
+) -> dict:
     """Edit every demo item with the small model (or `model`, any checkpoint path) and write the grid.
 
-    The synthetic scenes share one size and go through the pipeline as one batch; each photo is its own call."""
+    The items go through the pipeline in batches of one size (the synthetic scenes share one). `padding_mask_crop`:
+    "auto", pixels of margin or None, as sample.py takes it (`pbe.pipeline.auto_padding_mask_crop`)."""
     from pbe.assets import small_model_path
-    from pbe.pipeline import PaintByExamplePipeline
+    from pbe.pipeline import PaintByExamplePipeline, auto_padding_mask_crop, padding_mask_crop_setting
 
+    padding_mask_crop = padding_mask_crop_setting(padding_mask_crop)
     start = time.perf_counter()
     pipe = PaintByExamplePipeline.from_pretrained(model or small_model_path(), torch_dtype=torch.float32)
     items = demo_items()
@@ -127,6 +136,9 @@ def run_demo(model=None, out: str | Path = "outputs/demo/grid.png", steps: int =
         groups.setdefault(item["image"].shape, []).append(i)
     results: dict[int, np.ndarray] = {}
     for k, indices in enumerate(groups.values()):
+        height, width = items[indices[0]]["image"].shape[:2]
+        masks = [items[i]["mask"] for i in indices]
+        padding = auto_padding_mask_crop(padding_mask_crop, pipe.train_resolution, (width, height), masks)
         images = pipe(
             image=[items[i]["image"] for i in indices],
             mask_image=[items[i]["mask"] for i in indices],
@@ -137,14 +149,13 @@ def run_demo(model=None, out: str | Path = "outputs/demo/grid.png", steps: int =
             paste_back=True,
             output_type="np",
             progress=False,
+            padding_mask_crop=padding,
         ).images
         for i, image in zip(indices, images):
             results[i] = (image * 255).round().astype(np.uint8)
         names = sorted({items[i]["name"] for i in indices})
-        print(
-            f"  edited {len(indices)} x {', '.join(names)} ({items[indices[0]]['image'].shape[1]}x"
-            f"{items[indices[0]]['image'].shape[0]})"
-        )
+        crop = "" if padding is None else f", a crop around the mask with {padding} px margin"
+        print(f"  edited {len(indices)} x {', '.join(names)} ({width}x{height}{crop})")
     rows = [[item["image"], item["mask"], item["exemplar"], results[i]] for i, item in enumerate(items)]
     out = Path(out)
     # the demo's own output: each run of the demo replaces the grid the last one drew

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pbe.checkpoints.formats import load_checkpoint, save_checkpoint
+from pbe.checkpoints.formats import load_checkpoint, save_checkpoint, set_train_resolution
 from pbe.checkpoints.tensor_io import read_safetensors
 from pbe.training.autoencoder import train_autoencoder
 from pbe.training.stage_utils import load_tensors, save_tensors
@@ -115,8 +115,11 @@ def train_small(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None = 
     last = run_dir / "checkpoints" / "last.ckpt"
     model_dir = run_dir / "model"
     clock.run("export", export_small, last, model_dir, vae, vision)
+    resolution = int(c["data"]["augment"]["image_size"])
+    set_train_resolution(model_dir, resolution)
     if export:
         export_small(last, export, vae, vision)
+        set_train_resolution(Path(export), resolution)
     scores = None
     if small.get("summary_edits", 0):
         from pbe.small.evaluate import quick_colour_check
