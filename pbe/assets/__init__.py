@@ -25,6 +25,23 @@ def small_model_path() -> Path:
     return folder
 
 
+def objects_model_path() -> Path:
+    """The folder of the committed objects model (`make train-objects` writes it)."""
+    folder = ASSETS / "objects"
+    missing = [name for name in ("pbe_config.json", "model.safetensors") if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"the objects model is not installed: {folder} lacks {', '.join(missing)}; train it with "
+            "`make train-objects` (writes pbe/assets/objects) or pass a checkpoint path explicitly"
+        )
+    return folder
+
+
+def default_model_path() -> Path:
+    """The model pbe edits with when none is named: the objects model."""
+    return objects_model_path()
+
+
 def demo_dir() -> Path:
     return ASSETS / "demo"
 

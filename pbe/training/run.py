@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from pbe.files import write_file
+from pbe.recipes.objects.recipe import train_objects
+from pbe.recipes.objects.tower import train_object_tower
 from pbe.training.autoencoder import train_autoencoder
 from pbe.training.callbacks import DatasetEpoch, SampleGrid, Throughput
 from pbe.training.datamodule import ExemplarDataModule, LoaderConfig, per_device_batch
@@ -477,6 +479,7 @@ STAGES = {"diffusion": train_diffusion}
 STAGES.update(
     autoencoder=train_autoencoder, vision=train_vision, small=train_small
 )  # the small model's stages
+STAGES.update(objects=train_objects, objects_tower=train_object_tower)  # the objects model's
 
 
 def train(cfg: DictConfig | Mapping, callbacks: list | None = None) -> Path:

@@ -17,15 +17,21 @@ def as_config(cfg) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
 
 
+RECIPE_SECTIONS = ("small", "objects")  # the config sections of the recipes trained here
+
+
 def stage_options(cfg: DictConfig, stage: str) -> dict:
-    """``cfg.small.<stage>`` as a plain dict (steps, batch_size, lr, ...); a clear error when it is missing."""
-    node = OmegaConf.select(as_config(cfg), f"small.{stage}")
-    if node is None:
+    """``cfg.<recipe>.<stage>`` as a plain dict (steps, batch_size, lr, ...), the recipe being ``small`` or
+    ``objects`` (whichever the config has); a clear error when it is missing."""
+    config = as_config(cfg)
+    found = [r for r in RECIPE_SECTIONS if OmegaConf.select(config, f"{r}.{stage}") is not None]
+    if len(found) != 1:
+        where = " and ".join(f"'{r}.{stage}'" for r in found) or f"no '<recipe>.{stage}' section"
         raise ValueError(
-            f"stage={stage}: the config has no 'small.{stage}' section (steps, batch_size, lr); "
-            "use experiment=small or give it as overrides"
+            f"stage={stage}: the config has {where} (steps, batch_size, lr; one of "
+            f"{', '.join(RECIPE_SECTIONS)}); use experiment=small or experiment=objects, or give it as overrides"
         )
-    return OmegaConf.to_container(node, resolve=True)
+    return OmegaConf.to_container(OmegaConf.select(config, f"{found[0]}.{stage}"), resolve=True)
 
 
 def model_section(cfg: DictConfig, section: str) -> dict:
