@@ -98,7 +98,7 @@ PAGE_CSS = """
 class AppConfig:
     """The command line (`key=value`); also what `build_app` / `launch` take."""
 
-    model: Path | None = None  # None: the bundled small model (pbe.assets.small_model_path())
+    model: Path | None = None  # None: the bundled objects model (pbe.assets.default_model_path())
     host: str = "127.0.0.1"
     port: int = 7860
     max_pixels: int = 2048 * 2048  # per uploaded image (source, mask, exemplar)
@@ -183,9 +183,9 @@ def resolve_model(model: Path | None) -> Path:
 
     if model is None:
         try:
-            from pbe.assets import small_model_path
+            from pbe.assets import default_model_path
 
-            return small_model_path()
+            return default_model_path()
         except (ImportError, FileNotFoundError) as e:
             raise FileNotFoundError(
                 f"model: no model=PATH given and the bundled small model is not available ({e}); pass model=PATH "

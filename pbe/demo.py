@@ -1,11 +1,12 @@
-"""`make demo`: the small trained model edits synthetic scenes and four photos (outputs/demo/grid.png).
+"""`make demo`: the objects model trained here paints held-out objects into four photos (outputs/demo/grid.png).
 
-    python -m pbe.demo [--steps 25] [--padding-mask-crop auto|N|none]
+    python -m pbe.demo [--steps 25] [--padding-mask-crop auto|N|none] [--small]
     python -m pbe.demo --params [--latent-size 32] [--batch 1] [--dtype fp32|bf16] [--tiny]
 
 --padding-mask-crop (default auto): a photo larger than the model's training resolution (64 px for the small model) is
 edited as a square around its mask at that resolution, pasted back (as sample.py and the app do); N: always crop with N
-pixels of margin; none: edit each photo whole, at its own size.
+pixels of margin; none: edit each photo whole, at its own size. --small: the small model's demo instead (synthetic
+scenes and the photos, pbe/assets/small).
 
 With --params (or --tiny): build the full-size Paint-by-Example model, count its parameters, time one UNet forward.
 
@@ -52,7 +53,8 @@ def _crop_setting(value: str) -> int | str | None:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         prog="python -m pbe.demo",
-        description="Edit synthetic scenes and four photos with the small model trained here (default), or with "
+        description="Paint held-out objects into four photos with the objects model trained here (default; --small: "
+        "the small model on synthetic scenes and the photos), or with "
         "--params build the full-size Paint-by-Example model (SD v1 UNet, KL autoencoder, CLIP ViT-L/14 exemplar "
         "encoder), print each part's parameter count and time one forward pass of a UNet with random weights.",
         epilog="To edit a photo with trained weights: python sample.py --help, or pbe.PaintByExamplePipeline.",
@@ -70,8 +72,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--params",
         action="store_true",
-        help="parameter counts and the timed forward only; without it (and without --tiny) the small trained "
-        "model edits synthetic scenes and four photos into outputs/demo/grid.png",
+        help="parameter counts and the timed forward only; without it (and without --tiny) the objects model "
+        "edits four photos into outputs/demo/grid.png",
+    )
+    parser.add_argument(
+        "--small", action="store_true", help="the small model's demo (synthetic scenes and the four photos)"
     )
     parser.add_argument(
         "--steps", type=int, default=25, help="sampling steps of the editing demo (default 25)"
@@ -85,9 +90,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     args = parser.parse_args(argv)
     if not (args.params or args.tiny):
-        from pbe.small.demo_edits import run_demo  # the small model trained here (pbe/assets/small)
+        if args.small:
+            from pbe.small.demo_edits import run_demo  # the small model trained here (pbe/assets/small)
 
-        return run_demo(steps=args.steps, padding_mask_crop=args.padding_mask_crop)
+            return run_demo(steps=args.steps, padding_mask_crop=args.padding_mask_crop)
+        from pbe.recipes.objects.demo import run_objects_demo  # the objects model (pbe/assets/objects)
+
+        return run_objects_demo(steps=args.steps, padding_mask_crop=args.padding_mask_crop)
     if args.latent_size < 1 or args.batch < 1:
         parser.error("--latent-size and --batch must be positive")
 

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--curve-edits", type=int, default=100, help="objects: edits per checkpoint with --run"
     )
     parser.add_argument(
+        "--curve-every", type=int, default=1, help="objects: the checkpoints whose step is a multiple of this"
+    )
+    parser.add_argument(
         "--model", action="append", default=[], help="small: DIR; ablation: NAME=DIR (repeat)"
     )
     parser.add_argument("--edits", type=int, default=200, help="held-out edits (default 200)")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
                 args.mask_scenes,
                 args.run,
                 args.curve_edits,
+                args.curve_every,
             )
             print(objects_table(scores))
         elif args.what == "small":

@@ -146,11 +146,12 @@ def _path(values: Mapping, name: str, what: str) -> Path:
 
 
 def default_weights() -> Path | None:
-    """The small model trained by this project (pbe/assets/small), used when no weights= is given; None if absent."""
-    from pbe.assets import small_model_path
+    """The objects model trained by this project (pbe/assets/objects), used when no weights= is given; None if
+    absent."""
+    from pbe.assets import default_model_path
 
     try:
-        return small_model_path()
+        return default_model_path()
     except FileNotFoundError:
         return None
 

@@ -477,10 +477,10 @@ def test_a_large_image_is_warned_about_and_a_line_shows_while_weights_load(
     assert err[1] == f"loading weights from {weights} ..."
 
 
-def test_without_weights_the_bundled_small_model_is_used(weights, photos, tmp_path, monkeypatch):
+def test_without_weights_the_bundled_objects_model_is_used(weights, photos, tmp_path, monkeypatch):
     import pbe.assets
 
-    monkeypatch.setattr(pbe.assets, "small_model_path", lambda: weights)
+    monkeypatch.setattr(pbe.assets, "default_model_path", lambda: weights)
     args = parse_args(arguments(weights, photos, tmp_path / "result.png", weights=None))
     assert args.weights == weights
 
@@ -489,9 +489,9 @@ def test_without_weights_and_no_bundled_model_weights_is_required(photos, tmp_pa
     import pbe.assets
 
     def absent():
-        raise FileNotFoundError("the small model is not installed")
+        raise FileNotFoundError("the objects model is not installed")
 
-    monkeypatch.setattr(pbe.assets, "small_model_path", absent)
+    monkeypatch.setattr(pbe.assets, "default_model_path", absent)
     with pytest.raises(ValueError, match="weights is required"):
         parse_args(arguments("unused", photos, tmp_path / "result.png", weights=None))
 

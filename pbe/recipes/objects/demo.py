@@ -96,7 +96,11 @@ def demo_items() -> list[dict]:
 
 
 def run_objects_demo(
-    model=None, out: str | Path = "outputs/demo/grid.png", steps: int = 25, seed: int = 0
+    model=None,
+    out: str | Path = "outputs/demo/grid.png",
+    steps: int = 25,
+    seed: int = 0,
+    padding_mask_crop="auto",
 ) -> dict:
     from pbe.assets import objects_model_path
     from pbe.pipeline import PaintByExamplePipeline, auto_padding_mask_crop
@@ -115,7 +119,7 @@ def run_objects_demo(
             guidance_scale=5.0,
             generator=torch.Generator().manual_seed(seed + k),
             padding_mask_crop=auto_padding_mask_crop(
-                "auto", pipe.train_resolution, item["image"].shape[1::-1], item["mask"]
+                padding_mask_crop, pipe.train_resolution, item["image"].shape[1::-1], item["mask"]
             ),
             output_type="np",
             progress=False,

@@ -24,13 +24,13 @@ from pbe.training.stage_utils import save_tensors
 
 SIZE = 48  # the judge's input side in pixels
 DEFAULTS = {
-    "steps": 1200,
+    "steps": 800,
     "batch_size": 96,
     "lr": 2e-3,
     "temperature": 0.1,
     "seed": 7,
     "width": 32,
-    "pairs": 24000,
+    "pairs": 10000,
 }
 
 

@@ -87,8 +87,11 @@ def edits_figure(edits: EditSet, rows: int, title: str) -> Image.Image:
     return sheet
 
 
-def checkpoint_curve(run_dir: Path, root, judge, n: int, settings: Settings, size: int) -> list[dict]:
-    """Identity (training styles and the reserved style) of every `step_*.ckpt` of a recipe run folder."""
+def checkpoint_curve(
+    run_dir: Path, root, judge, n: int, settings: Settings, size: int, every: int = 1
+) -> list[dict]:
+    """Identity (training styles and the reserved style) of every `step_*.ckpt` of a recipe run folder whose step
+    is a multiple of ``every``."""
     from pbe.training.small_recipe import export_small
 
     run_dir = Path(run_dir)
@@ -101,6 +104,8 @@ def checkpoint_curve(run_dir: Path, root, judge, n: int, settings: Settings, siz
     curve = []
     for ckpt in sorted((run_dir / "checkpoints").glob("step_*.ckpt")):
         step = int(ckpt.stem.split("_")[1])
+        if step % every:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             export_small(ckpt, Path(tmp) / "model", vae, vision)
             pipe = PaintByExamplePipeline.from_pretrained(Path(tmp) / "model", torch_dtype=torch.float32)
@@ -127,6 +132,7 @@ def run_objects_report(
     mask_scenes: int = 50,
     run_dir=None,
     curve_edits: int = 100,
+    curve_every: int = 1,
 ) -> dict:
     from pbe.recipes.objects.judge import load_judge, train_judge
 
@@ -157,7 +163,9 @@ def run_objects_report(
         report["sets"][name] = score(pipe, judge, edits, settings, mask_scenes if styles is None else 0)
         figures.append(edits_figure(edits, 6, f"held-out code points, {name}"))
     if run_dir is not None:
-        report["curve"] = checkpoint_curve(Path(run_dir), root, judge, curve_edits, settings, size)
+        report["curve"] = checkpoint_curve(
+            Path(run_dir), root, judge, curve_edits, settings, size, curve_every
+        )
     report["seconds"] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     for k, figure in enumerate(figures):
