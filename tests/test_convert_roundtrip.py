@@ -1,8 +1,8 @@
 """Every export pbe writes, pbe reads back: same tensors, same config, same scheduler, same edit.
 
-The small model (pbe/assets/small) has what the original layout's shapes cannot tell (UNet norm groups 16 with a
-112-wide level, 4 UNet heads, 4 CLIP heads); it cannot be a diffusers folder (diffusers derives the mapper depth from
-the CLIP depth), so a tiny diffusers-shaped model with non-default heads, norm groups, epsilon and latent scale
+The small and objects models (pbe/assets/small, pbe/assets/objects) have what the original layout's shapes cannot
+tell (UNet norm groups 16 with a 112- or 160-wide level, 4 UNet heads, 4 CLIP heads); they cannot be diffusers
+folders (diffusers derives the mapper depth from the CLIP depth), so a tiny diffusers-shaped model with non-default heads, norm groups, epsilon and latent scale
 covers that layout.
 """
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from pbe import PaintByExamplePipeline
-from pbe.assets import small_model_path
+from pbe.assets import objects_model_path, small_model_path
 from pbe.checkpoints.formats import (
     DEFAULT_SCHEDULER,
     DTYPES,
@@ -66,7 +66,7 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     from pbe.checkpoints.formats import save_checkpoint
 
     save_checkpoint(diffusers_shaped_checkpoint(), tiny, "native", progress=False)
-    return {"small": small_model_path(), "tiny": tiny}
+    return {"small": small_model_path(), "objects": objects_model_path(), "tiny": tiny}
 
 
 def export(src: Path, dst: Path, layout: str, dtype: str | None) -> int:
@@ -85,10 +85,10 @@ def assert_same_checkpoint(got: Checkpoint, want: Checkpoint, dtype: torch.dtype
 
 @pytest.mark.parametrize("dtype", DTYPE_OPTIONS)
 @pytest.mark.parametrize("layout", sorted(EXPORTS))
-@pytest.mark.parametrize("source", ["small", "tiny"])
+@pytest.mark.parametrize("source", ["small", "objects", "tiny"])
 def test_every_export_reads_back_identically(sources, tmp_path, capsys, source, layout, dtype):
     dst = tmp_path / EXPORTS[layout]
-    if (source, layout) == ("small", "diffusers"):
+    if (source, layout) in (("small", "diffusers"), ("objects", "diffusers")):
         assert export(sources[source], dst, layout, dtype) == 1  # refused, nothing written
         assert "cannot be expressed as a diffusers folder" in capsys.readouterr().err
         assert not dst.exists() and list(tmp_path.iterdir()) == []
@@ -119,12 +119,22 @@ def aligned_pipeline(path: Path) -> PaintByExamplePipeline:
 
 
 @pytest.mark.parametrize("name", ["m.ckpt", "m.safetensors"])
-def test_small_model_edits_identically_after_an_export(sources, tmp_path, name):
+@pytest.mark.parametrize("source", ["small", "objects"])
+def test_trained_models_edit_identically_after_an_export(sources, tmp_path, source, name):
     """The original-layout file used to lose the norm groups (112 channels in 32 groups: not loadable) and the
     heads (loadable, but a different model)."""
     layout = "ldm" if "." in name else "native"
-    assert export(sources["small"], tmp_path / name, layout, None) == 0
-    assert np.array_equal(edit(aligned_pipeline(tmp_path / name)), edit(aligned_pipeline(sources["small"])))
+    assert export(sources[source], tmp_path / name, layout, None) == 0
+    assert np.array_equal(edit(aligned_pipeline(tmp_path / name)), edit(aligned_pipeline(sources[source])))
+
+
+def test_a_native_export_keeps_the_training_resolution(sources, tmp_path):
+    assert export(sources["objects"], tmp_path / "out", "native", "fp16") == 0
+    assert (
+        load_checkpoint(tmp_path / "out").train_resolution
+        == load_checkpoint(sources["objects"]).train_resolution
+    )
+    assert load_checkpoint(tmp_path / "out").train_resolution is not None
 
 
 def without_pbe_config(src: Path, dst: Path) -> Path:

@@ -137,3 +137,15 @@ def test_the_report_scores_identity_colour_and_background(recipe_run, folder, tm
     assert steps[:2] == [1, 2] and steps == sorted(steps)
     assert (tmp_path / "out" / "heldout_edits_0.png").is_file()
     assert "identity, same-colour candidates" in objects_table(report)
+
+
+def test_an_ablation_reuses_the_frozen_parts_of_a_trained_model(recipe_run, folder, tmp_path):
+    from pbe.checkpoints.formats import load_checkpoint
+    from pbe.training.run import train
+
+    extra = [f"objects.frozen_from={recipe_run / 'model'}", "data.source.exemplar_style=same"]
+    run_dir = train(recipe_config(folder, tmp_path / "ablation", *extra))
+    assert not (run_dir / "autoencoder").exists() and not (run_dir / "vision").exists()
+    trained, ablation = load_checkpoint(recipe_run / "model").state, load_checkpoint(run_dir / "model").state
+    frozen = [k for k in trained if k.startswith(("vae.", "encoder.vision."))]
+    assert frozen and all(torch.equal(trained[k], ablation[k]) for k in frozen)

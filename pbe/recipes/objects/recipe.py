@@ -20,7 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from pbe.recipes.objects.tower import train_object_tower
 from pbe.training.autoencoder import train_autoencoder
-from pbe.training.small_recipe import StageClock, diffusion_config, export_small, final_loss, stage_metric
+from pbe.training.small_recipe import (
+    StageClock,
+    diffusion_config,
+    export_small,
+    final_loss,
+    frozen_parts_from,
+    stage_metric,
+)
 
 
 def done_or_run(clock: StageClock, name: str, output: Path, fn, *args) -> Path:
@@ -44,12 +51,17 @@ def train_objects(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None 
     run_dir = Path(run_dir)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     clock = StageClock()
-    vae = done_or_run(
-        clock, "autoencoder", run_dir / "autoencoder" / "vae.safetensors", train_autoencoder, c, run_dir
-    )
-    vision = done_or_run(
-        clock, "vision tower", run_dir / "vision" / "vision.safetensors", train_object_tower, c, run_dir
-    )
+    if opts.get(
+        "frozen_from"
+    ):  # the ablations: the committed model's autoencoder and tower, as SD's are shared
+        vae, vision = clock.run("frozen parts", frozen_parts_from, opts["frozen_from"], run_dir / "frozen")
+    else:
+        vae = done_or_run(
+            clock, "autoencoder", run_dir / "autoencoder" / "vae.safetensors", train_autoencoder, c, run_dir
+        )
+        vision = done_or_run(
+            clock, "vision tower", run_dir / "vision" / "vision.safetensors", train_object_tower, c, run_dir
+        )
     diffusion = diffusion_config(c, vae, vision)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file() and not diffusion.get("ckpt_path"):
@@ -77,7 +89,7 @@ def print_summary(clock, run_dir, model_dir, vae, vision, export) -> None:
     lines = ["", f"objects model recipe: {run_dir}", f"  {'stage':<16} {'wall s':>8} {'cpu s':>8}"]
     lines += [f"  {name:<16} {wall:8.0f} {cpu:8.0f}" for name, wall, cpu in clock.rows]
     lines.append(f"  autoencoder held-out PSNR {stage_metric(vae, 'psnr_db')} dB")
-    retrieval = json.loads(read_safetensors(vision)[1].get("retrieval", "{}"))
+    retrieval = json.loads(read_safetensors(vision)[1].get("retrieval") or "{}")
     for key, v in retrieval.items():
         lines.append(
             f"  vision tower held-out retrieval top-1, {key}: {v['top1']:.1%} (chance {v['chance']:.1%})"
