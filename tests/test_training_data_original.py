@@ -65,7 +65,7 @@ def test_original_bezier_points_equal_the_bezier_package_evaluation():
                     ys.append(y)
         assert ours.tolist() == [list(p) for p in theirs]
         kept.append(len(ours))
-    assert 45 < np.mean(kept) < 60  # REFERENCE.md: about 53 of 72 points survive
+    assert 45 < np.mean(kept) < 60  # the authors' de-duplication keeps about 53 of 72 points
 
 
 def test_original_polygon_is_drawn_unclamped_on_the_whole_image():

@@ -23,7 +23,8 @@ from pbe.models.clip_vision import CLIP_MEAN, CLIP_STD
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Every switch and probability of the data pipeline; the defaults are the paper's (REFERENCE section 3)."""
+    """Every switch and probability of the data pipeline; the defaults are the paper's (the
+    authors' `ldm/data/open-images.py`)."""
 
     image_size: int = 512  # side of the square training image and mask
     exemplar_size: int = 224  # side of the exemplar (CLIP ViT-L/14 input)

