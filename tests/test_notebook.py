@@ -15,8 +15,8 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "inference.ipynb"
 SIZE = 64
 
 
-def test_notebook_is_saved_with_outputs_from_the_small_model_and_no_errors():
-    """Committed executed (so it reads on a code host), on the bundled small model, without machine paths."""
+def test_notebook_is_saved_with_outputs_from_the_objects_model_and_no_errors():
+    """Committed executed (so it reads on a code host), on the bundled objects model, without machine paths."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     outputs = [o for c in code for o in c.outputs]
@@ -24,7 +24,7 @@ def test_notebook_is_saved_with_outputs_from_the_small_model_and_no_errors():
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
     shown = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "pbe/assets/small on" in shown and "/work/" not in shown and "/home/" not in shown
+    assert "pbe/assets/objects on" in shown and "/work/" not in shown and "/home/" not in shown
 
 
 def test_notebook_runs_on_a_tiny_model_and_shows_the_grids(tmp_path, monkeypatch):
@@ -69,10 +69,10 @@ def test_notebook_default_weights_path_is_taken_from_the_repository_root(tmp_pat
     released = NOTEBOOK.parents[1] / "Paint-by-Example"
     if released.exists():
         pytest.skip(f"{released} exists here; the check needs it absent")
-    # without the released weights the notebook falls back to the bundled small model, found from the package
+    # without the released weights the notebook falls back to the bundled objects model, found from the package
     setup = setup.split("device = ")[0]  # the paths, not the model load
     scope = {}
     exec(compile(setup, "inference.ipynb", "exec"), scope)
-    from pbe.assets import small_model_path
+    from pbe.assets import default_model_path
 
-    assert scope["WEIGHTS"] == small_model_path() and scope["RELEASED"] == released and scope["SIZE"] == 128
+    assert scope["WEIGHTS"] == default_model_path() and scope["RELEASED"] == released and scope["SIZE"] == 256

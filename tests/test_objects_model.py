@@ -149,3 +149,26 @@ def test_an_ablation_reuses_the_frozen_parts_of_a_trained_model(recipe_run, fold
     trained, ablation = load_checkpoint(recipe_run / "model").state, load_checkpoint(run_dir / "model").state
     frozen = [k for k in trained if k.startswith(("vae.", "encoder.vision."))]
     assert frozen and all(torch.equal(trained[k], ablation[k]) for k in frozen)
+
+
+def test_the_committed_objects_model_is_the_default_and_records_its_resolution():
+    from pbe.assets import default_model_path, objects_model_path
+    from pbe.checkpoints.formats import load_checkpoint
+
+    assert default_model_path() == objects_model_path()
+    ckpt = load_checkpoint(objects_model_path())
+    assert ckpt.train_resolution == 64 and ckpt.config.unet.in_channels == 9
+    assert (objects_model_path() / "model.safetensors").stat().st_size <= 40e6
+
+
+def test_the_demo_paints_held_out_objects_into_the_four_photos(tmp_path):
+    from PIL import Image
+
+    from pbe.recipes.objects.demo import PHOTO_EXEMPLARS, demo_items, run_objects_demo
+
+    result = run_objects_demo(out=tmp_path / "grid.png", steps=2)
+    items = demo_items()
+    assert result["edits"] == len(items) == sum(len(v) for v in PHOTO_EXEMPLARS.values())
+    assert any("(noto)" in item["name"] for item in items)  # the unseen style is shown
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.height > 256 * len(items)  # one 256-px row per edit

@@ -95,6 +95,17 @@ def demo_items() -> list[dict]:
     return items
 
 
+def zoom(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The square around the mask's box (grown by half its longest side) of ``image``, so the edit can be seen."""
+    from pbe.pipeline import mask_crop_box
+
+    repaint = mask > 127
+    rows, cols = np.flatnonzero(repaint.any(1)), np.flatnonzero(repaint.any(0))
+    longest = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    x0, y0, x1, y1 = mask_crop_box(repaint, int(longest) // 2)
+    return np.ascontiguousarray(image[y0:y1, x0:x1])
+
+
 def run_objects_demo(
     model=None,
     out: str | Path = "outputs/demo/grid.png",
@@ -124,10 +135,12 @@ def run_objects_demo(
             output_type="np",
             progress=False,
         ).images[0]
-        rows.append([item["image"], item["mask"], item["exemplar"], (result * 255).round().astype(np.uint8)])
+        result = (result * 255).round().astype(np.uint8)
+        rows.append([item["image"], item["mask"], item["exemplar"], result, zoom(result, item["mask"])])
         print(f"  edited {item['name']}")
     out = Path(out)
-    write_file(out, grid(rows, ["source", "mask", "exemplar", "result"], height=256), overwrite=True)
+    labels = ["source", "mask", "exemplar", "result", "result, around the mask"]
+    write_file(out, grid(rows, labels, height=256), overwrite=True)
     elapsed = time.perf_counter() - start
     print(f"wrote {out} ({len(rows)} edits, {steps} steps each) in {elapsed:.1f} s")
     return {"grid": out, "edits": len(rows), "seconds": elapsed}
