@@ -4,7 +4,7 @@
                       [padding_mask_crop=auto|N|none]
 
 Built on Gradio (`pip install 'pbe[app]'`) over `pbe.PaintByExamplePipeline`. `model` is anything pbe reads (the
-authors' model.ckpt, a diffusers folder, a pbe folder); without it the bundled small model is used once it exists.
+authors' model.ckpt, a diffusers folder, a pbe folder); without it the bundled objects model is used once it exists.
 The server listens on 127.0.0.1 only unless `host` says otherwise, sends nothing anywhere (Gradio's analytics are
 off), runs one model job at a time (other tabs wait in Gradio's queue) and refuses images above `max_pixels` before
 any model work. Bad input (not an image, an empty mask, steps 0, ...) is reported in the page, from the pipeline's
@@ -178,7 +178,7 @@ def check_config(config: AppConfig) -> None:
 
 
 def resolve_model(model: Path | None) -> Path:
-    """The checkpoint to serve: `model`, or the bundled small model; FileNotFoundError saying what to pass."""
+    """The checkpoint to serve: `model`, or the bundled objects model; FileNotFoundError saying what to pass."""
     from pbe.sample_cli import check_weights
 
     if model is None:
@@ -188,7 +188,7 @@ def resolve_model(model: Path | None) -> Path:
             return default_model_path()
         except (ImportError, FileNotFoundError) as e:
             raise FileNotFoundError(
-                f"model: no model=PATH given and the bundled small model is not available ({e}); pass model=PATH "
+                f"model: no model=PATH given and the bundled objects model is not available ({e}); pass model=PATH "
                 "to the authors' model.ckpt, a diffusers folder or a pbe folder"
             ) from None
     try:

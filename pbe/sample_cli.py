@@ -38,7 +38,7 @@ GRID_LABELS = ("source", "mask", "exemplar", "result")
 # Arguments that are file paths: when swept, output names carry the file's stem (example-dog), not the whole path.
 PATH_KEYS = ("weights", "image", "mask", "example")
 REQUIRED = {
-    "weights": "model.ckpt, a diffusers folder or a pbe folder; default: the bundled small model, if installed",
+    "weights": "model.ckpt, a diffusers folder or a pbe folder; default: the bundled objects model, if installed",
     "image": "the photo to edit",
     "mask": f"white = repaint, or mask={AUTO_MASK}",
     "example": "the exemplar: a picture of what to paint in",
