@@ -188,11 +188,15 @@ def test_a_killed_run_resumes_to_the_same_results_without_redoing_finished_items
     proc = multiprocessing.get_context("fork").Process(target=run_eval, args=(overrides(assets, out),))
     proc.start()
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.is_alive() and not list((out / "results").glob("*.png")):
+
+    def results():  # not a writer's temporary sibling (.{name}.XXXX.tmp.png), which a kill may leave behind
+        return sorted(p for p in (out / "results").glob("*.png") if not p.name.startswith("."))
+
+    while time.monotonic() < deadline and proc.is_alive() and not results():
         time.sleep(0.01)
     proc.kill()  # SIGKILL: no clean-up of any kind
     proc.join()
-    finished = sorted((out / "results").glob("*.png"))
+    finished = results()
     assert 1 <= len(finished) < ITEMS, f"the kill came too late or too early: {len(finished)} of {ITEMS} done"
     stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished}
 

@@ -249,7 +249,7 @@ def read_run_config(out: Path) -> dict | None:
 
 
 def has_results(out: Path) -> bool:
-    return any((out / "results").glob("*.png"))
+    return any(not p.name.startswith(".") for p in (out / "results").glob("*.png"))  # not a temporary sibling
 
 
 def claim_run_folder(out: Path, identity: dict) -> None:
