@@ -421,10 +421,9 @@ def test_folder_of_unknown_kind_is_refused(tmp_path):
 
 def test_every_writer_defaults_to_the_paint_by_example_schedule(ldm_file, tmp_path):
     """Item 8: one training schedule, shared by the checkpoint writers (and the pipeline / training)."""
-    from pbe.checkpoints.formats import DEFAULT_SCHEDULER, Checkpoint, read_ldm
+    from pbe.checkpoints.formats import Checkpoint, read_ldm
     from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER
 
-    assert DEFAULT_SCHEDULER is PAINT_BY_EXAMPLE_SCHEDULER
     loaded = load_checkpoint(ldm_file)
     ckpt = Checkpoint(loaded.config, loaded.state)  # no scheduler given
     assert ckpt.scheduler == PAINT_BY_EXAMPLE_SCHEDULER and ckpt.scheduler is not PAINT_BY_EXAMPLE_SCHEDULER

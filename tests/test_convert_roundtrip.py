@@ -17,7 +17,6 @@ from PIL import Image
 from pbe import PaintByExamplePipeline
 from pbe.assets import objects_model_path, small_model_path
 from pbe.checkpoints.formats import (
-    DEFAULT_SCHEDULER,
     DTYPES,
     LDM_CONFIG_KEY,
     LDM_SCHEDULER_KEY,
@@ -26,6 +25,7 @@ from pbe.checkpoints.formats import (
 )
 from pbe.checkpoints.tensor_io import CheckpointError
 from pbe.convert import main as convert
+from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER
 from pbe.models import PaintByExample, PaintByExampleConfig, VisionConfig
 from pbe.models.exemplar_encoder import ExemplarEncoderConfig
 from pbe.models.unet import UNetConfig
@@ -189,7 +189,7 @@ def test_half_precision_original_file_is_recognised_as_the_released_schedule(sou
     del obj[LDM_SCHEDULER_KEY]
     obj["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
     torch.save(obj, tmp_path / "half.ckpt")
-    assert load_checkpoint(tmp_path / "half.ckpt").scheduler == DEFAULT_SCHEDULER
+    assert load_checkpoint(tmp_path / "half.ckpt").scheduler == PAINT_BY_EXAMPLE_SCHEDULER
 
 
 @pytest.mark.parametrize("name", ["native", "m.ckpt", "m.safetensors"])

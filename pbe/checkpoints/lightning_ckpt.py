@@ -1,5 +1,9 @@
 """Read pbe's Lightning training checkpoints (`<run>/checkpoints/*.ckpt`) safely, for export and resume checks.
 
+A fourth layout, read only: `read_lightning` turns one into a `Checkpoint` (as `load_checkpoint` does for any
+`.ckpt` that `is_lightning_checkpoint` recognises); `read_lightning_checkpoint` also gives the step and the
+hyperparameters.
+
 The file is opened with `torch.load(weights_only=True)`: pbe's training module stores its hyperparameters, RNG
 states and data position as plain containers and tensors, so nothing in it needs unpickling of code. The model's
 weights sit under `state_dict` as `model.unet.*`, `model.vae.*`, `model.encoder.*`; an EMA of the trained weights, if
@@ -11,7 +15,16 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+from pbe.checkpoints.checkpoint import (
+    Checkpoint,
+    apply_overrides,
+    config_from_dict,
+    expected_state,
+)
+from pbe.checkpoints.infer import check_finite, check_state
+from pbe.checkpoints.native import native_component
 from pbe.checkpoints.tensor_io import CheckpointError, read_pickle
+from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER
 
 MODEL_PREFIX = "model."
 EMA_PREFIX = "ema_weights."
@@ -48,8 +61,6 @@ def read_lightning_checkpoint(path: str | Path, with_state: bool = True, ema: bo
     """{"config": PaintByExampleConfig, "state": native state dict, "global_step", "hyper_parameters"}.
 
     `ema=True` takes the trained weights from the run's EMA (an error if the run kept none)."""
-    from pbe.checkpoints.formats import config_from_dict
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Lightning checkpoint not found: {path}")
@@ -79,17 +90,8 @@ def read_lightning_checkpoint(path: str | Path, with_state: bool = True, ema: bo
     return out
 
 
-def read_lightning(path: Path, overrides=None, ema: bool = False):
-    """A `pbe.checkpoints.formats.Checkpoint` from a Lightning training checkpoint (the `load_checkpoint` hook)."""
-    from pbe.checkpoints.formats import (
-        DEFAULT_SCHEDULER,
-        Checkpoint,
-        apply_overrides,
-        expected_state,
-        native_component,
-    )
-    from pbe.checkpoints.infer import check_finite, check_state
-
+def read_lightning(path: Path, overrides=None, ema: bool = False) -> Checkpoint:
+    """A `Checkpoint` from a Lightning training checkpoint (what `load_checkpoint` reads a `.ckpt` of a run with)."""
     data = read_lightning_checkpoint(path, ema=ema)
     config = apply_overrides(data["config"], overrides)
     config.unet.gradient_checkpointing = False
@@ -97,4 +99,4 @@ def read_lightning(path: Path, overrides=None, ema: bool = False):
     in_file = {MODEL_PREFIX + k: v for k, v in data["state"].items()}  # as named under state_dict
     where = f"{path} (EMA weights)" if ema else str(path)
     check_finite(in_file, where, lambda name: native_component(name[len(MODEL_PREFIX) :]))
-    return Checkpoint(config, data["state"], scheduler=dict(DEFAULT_SCHEDULER), format="lightning")
+    return Checkpoint(config, data["state"], scheduler=dict(PAINT_BY_EXAMPLE_SCHEDULER), format="lightning")

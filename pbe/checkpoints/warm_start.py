@@ -15,20 +15,15 @@ import torch
 
 from pbe.checkpoints import diffusers_keys as dk
 from pbe.checkpoints import ldm_keys
-from pbe.checkpoints.formats import (
-    Checkpoint,
-    apply_overrides,
-    describe_ldm,
-    expected_state,
-    prefixed,
-    scheduler_from_betas,
-)
+from pbe.checkpoints.checkpoint import Checkpoint, apply_overrides, expected_state, prefixed
 from pbe.checkpoints.infer import (
     check_state,
     unet_config_from_ldm,
     vae_config_from_ldm,
     vision_config_from_native,
 )
+from pbe.checkpoints.ldm_layout import describe_ldm
+from pbe.checkpoints.ldm_schedule import scheduler_from_betas
 from pbe.checkpoints.open_clip_keys import vision_from_open_clip
 from pbe.checkpoints.tensor_io import CheckpointError, read_tensors
 from pbe.models import ExemplarEncoder, PaintByExampleConfig, VisionTower
