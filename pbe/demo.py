@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     if not (args.params or args.tiny):
         if args.small:
-            from pbe.small.demo_edits import run_demo  # the small model trained here (pbe/assets/small)
+            from pbe.recipes.small.demo import run_demo  # the small model trained here (pbe/assets/small)
 
             return run_demo(steps=args.steps, padding_mask_crop=args.padding_mask_crop)
         from pbe.recipes.objects.demo import run_objects_demo  # the objects model (pbe/assets/objects)

@@ -3,15 +3,19 @@
     python -m pbe.report small [--model DIR] [--edits 200] [--out docs/small_model]
     python -m pbe.report ablation --model small=DIR --model small_no_bottleneck=DIR ... [--out docs/small_model]
     python -m pbe.report objects --data DIR [--model DIR] [--run RUN_DIR] [--edits 200] [--out docs/objects_model]
+    python -m pbe.report objects-ablation --data DIR --model full=RUN/checkpoints/step_0002000.ckpt --model NAME=DIR ...
 
 `small`: scores the small model (default: the committed one, `pbe.assets.small_model_path()`) on held-out synthetic
 edits and writes small_report.md / .json and small_edits.png. `ablation`: the same edits for several models, a
 table (ablation.md / .json) and figures with one column per model (ablation_edits.png, ablation_copy_paste.png).
-What each number means: `pbe.small.evaluate`.
+What each number means: `pbe.recipes.small.evaluate`.
 `objects`: scores the objects model (default: the committed one, `pbe.assets.objects_model_path()`) on held-out
 objects in held-out photos, judged by a separately trained judge (trained first when `--judge` is not there), and
 with `--run` the identity figures of every checkpoint of that recipe run; writes objects_table.md / objects_report.json
 and heldout_edits_*.png. What each number means: `pbe.recipes.objects.evaluate`.
+`objects-ablation`: the objects models given (a model folder, or a recipe run's `.ckpt`) on the same held-out edits,
+with paired differences against the first (`pbe.recipes.objects.ablation`); writes objects_ablation.md / .json and
+objects_ablation_edits.png (default --out docs/objects_model/ablation).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from pbe.small.evaluate import GenerationSettings
+from pbe.recipes.small.evaluate import GenerationSettings
 
 
 def parse_models(items: list[str]) -> dict[str, str]:
@@ -39,7 +43,7 @@ def parse_models(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m pbe.report", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["small", "ablation", "objects"])
+    parser.add_argument("what", choices=["small", "ablation", "objects", "objects-ablation"])
     parser.add_argument("--data", help="objects: the folder of `python -m pbe.data.fetch objects DIR`")
     parser.add_argument("--run", help="objects: a recipe run folder, to score each of its checkpoints too")
     parser.add_argument(
@@ -54,7 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--curve-every", type=int, default=1, help="objects: the checkpoints whose step is a multiple of this"
     )
     parser.add_argument(
-        "--model", action="append", default=[], help="small: DIR; ablation: NAME=DIR (repeat)"
+        "--model",
+        action="append",
+        default=[],
+        help="small / objects: DIR; ablation: NAME=DIR, objects-ablation: NAME=DIR or NAME=RUN/checkpoints/X.ckpt (repeat)",
     )
     parser.add_argument("--edits", type=int, default=200, help="held-out edits (default 200)")
     parser.add_argument(
@@ -74,17 +81,29 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--edits, --copy-edits and --steps must be >= 1, --mask-scenes >= 0")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = GenerationSettings(steps=args.steps, guidance=args.guidance, seed=args.seed)
-    out = Path(args.out or ("docs/objects_model" if args.what == "objects" else "docs/small_model"))
+    default_out = {"objects": "docs/objects_model", "objects-ablation": "docs/objects_model/ablation"}
+    out = Path(args.out or default_out.get(args.what, "docs/small_model"))
     try:
-        if args.what == "objects":
+        if args.what.startswith("objects") and (
+            not args.data or not (Path(args.data) / "manifest.jsonl").is_file()
+        ):
+            raise FileNotFoundError(
+                f"--data: {args.data!r} is not a fetched objects folder (no manifest.jsonl); "
+                "get one with `python -m pbe.data.fetch objects DIR`"
+            )
+        if args.what == "objects-ablation":
+            from pbe.recipes.objects.ablation import ablation_table, run_objects_ablation
             from pbe.recipes.objects.evaluate import Settings
-            from pbe.recipes.objects.report import objects_table, run_objects_report
 
-            if not args.data or not (Path(args.data) / "manifest.jsonl").is_file():
-                raise FileNotFoundError(
-                    f"--data: {args.data!r} is not a fetched objects folder (no manifest.jsonl); "
-                    "get one with `python -m pbe.data.fetch objects DIR`"
-                )
+            settings = Settings(steps=args.steps, guidance=args.guidance, seed=args.seed)
+            scores = run_objects_ablation(
+                parse_models(args.model), args.data, args.judge, out, args.edits, settings
+            )
+            print(ablation_table(scores))
+        elif args.what == "objects":
+            from pbe.recipes.objects.evaluate import Settings
+            from pbe.recipes.objects.scorecard import objects_table, run_objects_report
+
             if len(args.model) > 1:
                 raise ValueError("objects: give at most one --model DIR")
             if args.run and not (Path(args.run) / "checkpoints").is_dir():
@@ -110,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(objects_table(scores))
         elif args.what == "small":
             from pbe.assets import small_model_path
-            from pbe.small.report import run_small_report, small_table
+            from pbe.recipes.small.scorecard import run_small_report, small_table
 
             if len(args.model) > 1:
                 raise ValueError("small: give at most one --model DIR")
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
             scores = run_small_report(model, out, args.edits, args.copy_edits, settings, args.mask_scenes)
             print(small_table(scores))
         else:
-            from pbe.small.report import ablation_table, run_ablation_report
+            from pbe.recipes.small.scorecard import ablation_table, run_ablation_report
 
             models = parse_models(args.model)
             if not models:

@@ -49,7 +49,7 @@ def recipe_config(folder: Path, run_dir: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def recipe_run(folder, tmp_path_factory):
-    from pbe.training.run import train
+    from pbe.stages import train
 
     run_dir = tmp_path_factory.mktemp("recipe") / "run"
     with pytest.warns(UserWarning):  # the folder's single-style code point
@@ -87,7 +87,7 @@ def test_the_tower_stage_records_held_out_retrieval(recipe_run):
 
 
 def test_the_recipe_resumes_without_running_finished_stages_again(recipe_run, folder, capsys):
-    from pbe.training.run import train
+    from pbe.stages import train
 
     vae = recipe_run / "autoencoder" / "vae.safetensors"
     before = vae.stat().st_mtime_ns
@@ -118,7 +118,7 @@ def test_the_judge_trains_and_picks_a_candidate(folder, tmp_path):
 def test_the_report_scores_identity_colour_and_background(recipe_run, folder, tmp_path):
     from pbe.recipes.objects.evaluate import Settings
     from pbe.recipes.objects.judge import train_judge
-    from pbe.recipes.objects.report import objects_table, run_objects_report
+    from pbe.recipes.objects.scorecard import objects_table, run_objects_report
 
     judge = train_judge(folder, tmp_path / "judge.safetensors", image_size=32, steps=1, batch_size=4, pairs=8)
     settings = Settings(steps=2, batch=4)
@@ -141,7 +141,7 @@ def test_the_report_scores_identity_colour_and_background(recipe_run, folder, tm
 
 def test_an_ablation_reuses_the_frozen_parts_of_a_trained_model(recipe_run, folder, tmp_path):
     from pbe.checkpoints.formats import load_checkpoint
-    from pbe.training.run import train
+    from pbe.stages import train
 
     extra = [f"objects.frozen_from={recipe_run / 'model'}", "data.source.exemplar_style=same"]
     run_dir = train(recipe_config(folder, tmp_path / "ablation", *extra))
@@ -149,6 +149,30 @@ def test_an_ablation_reuses_the_frozen_parts_of_a_trained_model(recipe_run, fold
     trained, ablation = load_checkpoint(recipe_run / "model").state, load_checkpoint(run_dir / "model").state
     frozen = [k for k in trained if k.startswith(("vae.", "encoder.vision."))]
     assert frozen and all(torch.equal(trained[k], ablation[k]) for k in frozen)
+
+
+def test_the_ablation_report_pairs_trials_across_models(recipe_run, folder, tmp_path):
+    from pbe.recipes.objects.ablation import run_objects_ablation
+    from pbe.recipes.objects.evaluate import Settings
+    from pbe.recipes.objects.judge import train_judge
+
+    judge = train_judge(folder, tmp_path / "judge.safetensors", image_size=32, steps=1, batch_size=4, pairs=8)
+    models = {
+        "checkpoint": str(recipe_run / "checkpoints" / "last.ckpt"),  # exported with the run's frozen parts
+        "model": str(recipe_run / "model"),  # the same weights: every paired difference is exactly 0
+    }
+    report = run_objects_ablation(models, folder, judge, tmp_path / "out", 3, Settings(steps=2, batch=4))
+    rows = report["sets"]["training styles"]
+    assert rows["checkpoint"]["same_colour"]["n"] == rows["model"]["same_colour"]["n"] == 6
+    for k in ("same_colour", "other_colour", "copy_paste"):
+        assert rows["model"]["vs_reference"][k]["mean"] == 0.0
+    assert (tmp_path / "out" / "objects_ablation_edits.png").is_file()
+    with pytest.raises(ValueError, match="at least two"):
+        run_objects_ablation({"one": str(recipe_run / "model")}, folder, judge, tmp_path, 3, Settings())
+    with pytest.raises(FileNotFoundError, match="--model gone"):
+        run_objects_ablation(
+            {**models, "gone": str(tmp_path / "nope")}, folder, judge, tmp_path, 3, Settings()
+        )
 
 
 def test_the_committed_objects_model_is_the_default_and_records_its_resolution():

@@ -9,7 +9,7 @@ import torch
 import pbe.assets
 from pbe.assets import small_model_path
 from pbe.models import AutoencoderKL, VAEConfig
-from pbe.training.autoencoder import calibrate_latent_scale
+from pbe.recipes.autoencoder import calibrate_latent_scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def test_latent_calibration_gives_unit_std_and_keeps_reconstructions():
 def test_autoencoder_stage_data_skips_the_exemplar_work_but_keeps_its_images(one_torch_thread):
     from hydra import compose, initialize_config_dir
 
-    from pbe.training.stage_utils import dataset_for
+    from pbe.recipes.stage_tools import dataset_for
 
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=small", "data.augment.recolour_p=0.5"])
@@ -50,8 +50,8 @@ def test_autoencoder_stage_data_skips_the_exemplar_work_but_keeps_its_images(one
 
 def test_committed_small_model_paints_the_exemplar_colour(one_torch_thread):
     from pbe.assets import backgrounds_dir
-    from pbe.small.evaluate import GenerationSettings, colour_errors, generate, load_pipeline
-    from pbe.small.scenes import held_out_edits
+    from pbe.recipes.small.evaluate import GenerationSettings, colour_errors, generate, load_pipeline
+    from pbe.recipes.small.scenes import held_out_edits
 
     edits = held_out_edits(8, backgrounds=str(backgrounds_dir()))
     settings = GenerationSettings(steps=20, batch=8, seed=0)
@@ -70,7 +70,7 @@ def test_small_recipe_retrains_from_scratch(tmp_path, one_torch_thread):
 
     from pbe.checkpoints.formats import load_checkpoint
     from pbe.checkpoints.tensor_io import read_safetensors
-    from pbe.training.run import train
+    from pbe.stages import train
 
     overrides = [
         "experiment=small",
@@ -108,7 +108,7 @@ def test_small_recipe_retrains_from_scratch(tmp_path, one_torch_thread):
 def test_demo_edits_synthetic_scenes_and_the_four_photos(tmp_path, one_torch_thread):
     from PIL import Image
 
-    from pbe.small.demo_edits import run_demo
+    from pbe.recipes.small.demo import run_demo
 
     result = run_demo(out=tmp_path / "grid.png", steps=2)
     assert result["edits"] == 8  # 4 synthetic scenes + astronaut, coffee, chelsea, rocket

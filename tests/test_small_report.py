@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pbe.small.report import paired_difference, paired_table
+from pbe.recipes.small.scorecard import paired_difference, paired_table
 
 
 def test_paired_difference_is_the_mean_and_standard_error_of_per_edit_differences():
@@ -35,7 +35,7 @@ def test_paired_table_lists_every_model_after_the_first():
 
 def test_mask_iou_scores_the_default_rule_and_the_options_on_the_same_scenes(one_torch_thread):
     from pbe.assets import backgrounds_dir, small_model_path
-    from pbe.small.evaluate import MASK_OPTIONS, load_pipeline, mask_iou
+    from pbe.recipes.small.evaluate import MASK_OPTIONS, load_pipeline, mask_iou
 
     scores = mask_iou(load_pipeline(small_model_path()), 4, str(backgrounds_dir()), seed=4)
     assert scores["scenes"] == 4

@@ -5,7 +5,7 @@ import torch
 from training_helpers import compose, losses, run_python
 
 from pbe.checkpoints.lightning_ckpt import read_lightning_checkpoint
-from pbe.training.run import train
+from pbe.stages import train
 
 STEPS = 3
 COMMON = [f"trainer.max_steps={STEPS}", "trainer.precision=32", "callbacks.checkpoint.every_n_steps=1000"]
@@ -17,7 +17,7 @@ import sys
 import lightning as L
 import torch
 from training_helpers import compose
-from pbe.training.run import train
+from pbe.stages import train
 
 
 class DumpWeights(L.Callback):

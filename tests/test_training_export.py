@@ -12,8 +12,8 @@ from training_helpers import compose
 from pbe import PaintByExamplePipeline
 from pbe.checkpoints.formats import detect_format, load_checkpoint
 from pbe.convert import main as convert
+from pbe.stages import train
 from pbe.training.export import export_weights
-from pbe.training.run import train
 
 HEADS = {
     "unet": {"num_heads": 2},

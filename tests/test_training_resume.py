@@ -5,7 +5,7 @@ import torch
 from training_helpers import compose, losses, run_python
 
 from pbe.checkpoints.lightning_ckpt import read_lightning_checkpoint
-from pbe.training.run import train
+from pbe.stages import train
 
 K = 5
 # 12 scenes at batch 2: 6 batches per epoch, so the resumed part crosses an epoch boundary; one loader worker
@@ -21,7 +21,7 @@ KILLED_RUN = f"""
 import os, signal, sys
 import lightning as L
 from training_helpers import compose
-from pbe.training.run import train
+from pbe.stages import train
 
 
 class KillAfterCheckpoint(L.Callback):

@@ -10,7 +10,7 @@ from PIL import Image
 from training_helpers import compose, losses, run_python
 
 from pbe.checkpoints.tensor_io import CheckpointError
-from pbe.training.run import train
+from pbe.stages import train
 
 
 class CountSteps(L.Callback):
@@ -131,7 +131,7 @@ def test_data_that_does_not_fit_the_model_fails_before_any_step(tmp_path):
 def test_every_job_of_a_training_sweep_is_checked_before_the_first_trains(tmp_path):
     from pathlib import Path
 
-    from pbe.training.run import check_sweep
+    from pbe.stages import check_sweep
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     overrides = ["experiment=tiny", f"output_root={tmp_path}", "loader.batch_size=2,0"]

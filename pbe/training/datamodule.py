@@ -10,7 +10,6 @@ resumed mid-epoch continues with the next unseen batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -194,8 +193,3 @@ class ExemplarDataModule(L.LightningDataModule):
             return collate([self.dataset[i] for i in range(n)])
         finally:
             self.dataset.set_epoch(saved)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        rank, world_size = self.world()
-        return math.floor(len(self.dataset) / (self.batch_size * world_size))

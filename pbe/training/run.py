@@ -1,8 +1,9 @@
 """Run a training stage from a composed Hydra config (`configs/train.yaml`).
 
-`train(cfg)` picks the stage function from `STAGES` by `cfg.stage` (default "diffusion") and returns the run dir.
-A stage function has the signature `fn(cfg: DictConfig, run_dir: Path, callbacks: list) -> Path`; it may use the
-helpers here (`build_loggers`, `build_trainer`, `resolve_ckpt_path`, `checkpoint_callbacks`).
+`train_diffusion(cfg, run_dir)` is the paper's stage; `pbe.stages.train(cfg)` picks it or a recipe's stage by
+`cfg.stage`. A stage function has the signature `fn(cfg: DictConfig, run_dir: Path, callbacks: list) -> Path`; it
+may use the helpers here (`build_loggers`, `build_trainer`, `resolve_ckpt_path`, `checkpoint_callbacks`,
+`make_run_dir`, `check_run_dir`).
 
 Every check on the user's input (unknown keys, missing data, a batch size that does not divide, a checkpoint that
 does not exist or is another architecture) runs before the model is built and before any step.
@@ -14,7 +15,7 @@ import datetime
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -22,14 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from pbe.files import write_file
-from pbe.recipes.objects.recipe import train_objects
-from pbe.recipes.objects.tower import train_object_tower
-from pbe.training.autoencoder import train_autoencoder
 from pbe.training.callbacks import DatasetEpoch, SampleGrid, Throughput
 from pbe.training.datamodule import ExemplarDataModule, LoaderConfig, per_device_batch
 from pbe.training.model_factory import architecture_differences, model_config
-from pbe.training.small_recipe import train_small
-from pbe.training.vision_pretrain import train_vision
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -48,7 +44,7 @@ TOP_LEVEL_KEYS = (
     "optim",
     "ema",
     "guard",
-    "small",  # the small model's recipe options (pbe/training/small_recipe.py)
+    "small",  # the small model's recipe options (pbe/recipes/small/recipe.py)
 )
 TRAINER_KEYS = (
     "accelerator",
@@ -396,40 +392,6 @@ def check_diffusion_config(c: Mapping) -> tuple[LoaderConfig, dict, ExemplarData
     return loader_cfg, trainer_cfg, datamodule
 
 
-def check_config(cfg: DictConfig | Mapping) -> None:
-    """What can be checked of a training config without building a model or taking a step (for sweeps: every
-    job before the first trains): the stage, required values, and for the diffusion stage its keys and data."""
-    stage = (cfg.get("stage") if hasattr(cfg, "get") else None) or "diffusion"
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {sorted(STAGES)}, got {stage!r}")
-    c = plain(cfg)
-    if stage == "diffusion":
-        check_diffusion_config(c)
-
-
-def check_sweep(overrides: Sequence[str], config_dir: Path) -> int:
-    """Compose and check every job of a ``train.py -m`` command line before any trains; returns the job count."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from pbe.sweeps import sweep_jobs
-
-    ours = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    try:
-        jobs = sweep_jobs(ours)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ValueError(f"cannot read the command line: {e}") from None
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        for number, job in enumerate(jobs):
-            try:
-                check_config(compose("train", overrides=job))
-            except (HydraException, OmegaConfBaseException, ValueError, OSError) as e:
-                message = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise ValueError(f"sweep job {number} ({' '.join(job)}): {message}") from None
-    return len(jobs)
-
-
 def train_diffusion(cfg: DictConfig | Mapping, run_dir: Path, callbacks: list | None = None) -> Path:
     """The paper's stage: train the UNet and the exemplar encoder's trained parts (module docstring)."""
     from pbe.training.module import PaintByExampleModule
@@ -473,24 +435,3 @@ def train_diffusion(cfg: DictConfig | Mapping, run_dir: Path, callbacks: list | 
             module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True
         )
     return run_dir
-
-
-STAGES = {"diffusion": train_diffusion}
-STAGES.update(
-    autoencoder=train_autoencoder, vision=train_vision, small=train_small
-)  # the small model's stages
-STAGES.update(objects=train_objects, objects_tower=train_object_tower)  # the objects model's
-
-
-def train(cfg: DictConfig | Mapping, callbacks: list | None = None) -> Path:
-    """Train the stage `cfg.stage` names (default "diffusion"); returns the run dir."""
-    stage = (cfg.get("stage") if hasattr(cfg, "get") else None) or "diffusion"
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {sorted(STAGES)}, got {stage!r}")
-    c = plain(cfg)
-    run_dir = make_run_dir(c)
-    check_run_dir(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if under_hydra():
-        one_log_line_per_message()
-    return STAGES[stage](cfg, run_dir, callbacks)

@@ -124,7 +124,7 @@ class ImageConfig:
 
 
 # Photos of scikit-image that are the project's demo and evaluation inputs: never training data, whatever a
-# configuration lists (pbe.small.demo_edits, pbe.app).
+# configuration lists (pbe.recipes.small.demo, pbe.app).
 DEMO_PHOTOS = frozenset({"astronaut", "coffee", "chelsea", "rocket"})
 
 

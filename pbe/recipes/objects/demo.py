@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pbe.assets import demo_dir
+from pbe.assets import demo_dir, demo_photo
 from pbe.files import write_file, write_files
 
 SHORT_SIDE = 256
@@ -70,15 +70,7 @@ def make_demo_exemplars(root: str | Path) -> list[Path]:
 
 def load_photo(name: str) -> np.ndarray:
     """A scikit-image photo, downscaled (Lanczos) to a short side of 256 px."""
-    try:
-        import skimage.data
-    except ImportError as e:
-        raise ImportError(
-            "the photo demo needs scikit-image (pip install -e '.[dev]', which `make demo` does)"
-        ) from e
-    image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-    scale = SHORT_SIDE / min(image.size)
-    return np.asarray(image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS))
+    return demo_photo(name, SHORT_SIDE)
 
 
 def demo_items() -> list[dict]:
@@ -115,7 +107,7 @@ def run_objects_demo(
 ) -> dict:
     from pbe.assets import objects_model_path
     from pbe.pipeline import PaintByExamplePipeline, auto_padding_mask_crop
-    from pbe.small.demo_edits import grid
+    from pbe.recipes.small.demo import grid
 
     start = time.perf_counter()
     pipe = PaintByExamplePipeline.from_pretrained(model or objects_model_path(), torch_dtype=torch.float32)

@@ -144,7 +144,13 @@ def box_tensor(scene) -> torch.Tensor:
 
 
 def identity_trials(judge, edits: EditSet) -> dict:
-    """Judge's picks per pair kind; 1 = right. Also the judge's ceiling on the unedited scenes."""
+    """Judge's picks per pair kind as mean ± se (`identity_trial_values`)."""
+    return {k: mean_se(v) for k, v in identity_trial_values(judge, edits).items()}
+
+
+def identity_trial_values(judge, edits: EditSet) -> dict[str, list[int]]:
+    """Judge's picks per pair kind; 1 = right, in a fixed order (two per scene: own exemplar used, then the other),
+    so two models' trials on one edit set pair up. Also the judge's ceiling on the unedited scenes."""
     from pbe.recipes.objects.judge import pick
 
     trials = {"same_colour": [], "other_colour": [], "ceiling_same_colour": [], "ceiling_other_colour": []}
@@ -156,7 +162,7 @@ def identity_trials(judge, edits: EditSet) -> dict:
                 trials[other].append(int(pick(judge, edited, box_tensor(scene), pair) == used))
             source = scene.image.float() / 127.5 - 1
             trials[f"ceiling_{other}"].append(int(pick(judge, source, box_tensor(scene), pair) == 0))
-    return {k: mean_se(v) for k, v in trials.items()}
+    return trials
 
 
 def object_colour(image: torch.Tensor) -> np.ndarray:
@@ -201,6 +207,12 @@ def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def copy_paste(edits: EditSet) -> dict:
     """Similarity of the own-exemplar edits' boxes to the exemplar vs an untouched other drawing of it."""
+    edit_sim, ref_sim = copy_paste_values(edits)
+    return {"edit": mean_se(edit_sim), "other_drawing": mean_se(ref_sim)}
+
+
+def copy_paste_values(edits: EditSet) -> tuple[list[float], list[float]]:
+    """Per scene with a second drawing of its code point: (edit vs exemplar, other drawing vs exemplar)."""
     edit_sim, ref_sim = [], []
     for i, scene in enumerate(edits.scenes):
         own = [c for c in scene.candidates if c.role == "same_object"]
@@ -209,7 +221,7 @@ def copy_paste(edits: EditSet) -> dict:
         exemplar = resized(own[0].image) / 255
         edit_sim.append(similarity(resized(box_crop(edits.results["same_object"][i], scene.box)), exemplar))
         ref_sim.append(similarity(resized(own[1].image) / 255, exemplar))
-    return {"edit": mean_se(edit_sim), "other_drawing": mean_se(ref_sim)}
+    return edit_sim, ref_sim
 
 
 def background_psnr(results: np.ndarray, scenes, margin: int = 2) -> dict:

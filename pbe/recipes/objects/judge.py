@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pbe.checkpoints.tensor_io import read_safetensors
 from pbe.recipes.objects.contrastive import fit_contrastive, on_white_pixels, scene_crops
-from pbe.training.stage_utils import save_tensors
+from pbe.recipes.stage_tools import save_tensors
 
 SIZE = 48  # the judge's input side in pixels
 DEFAULTS = {

@@ -1,6 +1,6 @@
 """`stage=objects`: the objects model's whole recipe in one run (what `make train-objects` calls).
 
-1. autoencoder (`pbe.training.autoencoder`) on the objects scenes;
+1. autoencoder (`pbe.recipes.autoencoder`) on the objects scenes;
 2. vision tower, contrastive on code points (`pbe.recipes.objects.tower`);
 3. diffusion: the paper's objective (`pbe.training.run.train_diffusion`) with both of the above frozen;
 4. export in pbe's native layout to `<run>/model` (and to `objects.export` when set), recording the training
@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pbe.recipes.autoencoder import train_autoencoder
 from pbe.recipes.objects.tower import train_object_tower
-from pbe.training.autoencoder import train_autoencoder
-from pbe.training.small_recipe import (
+from pbe.recipes.stage_tools import (
     StageClock,
     diffusion_config,
-    export_small,
+    export_recipe_model,
     final_loss,
     frozen_parts_from,
     stage_metric,
@@ -40,7 +40,6 @@ def done_or_run(clock: StageClock, name: str, output: Path, fn, *args) -> Path:
 
 
 def train_objects(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None = None) -> Path:
-    from pbe.checkpoints.formats import set_train_resolution
     from pbe.training.run import train_diffusion
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -69,13 +68,7 @@ def train_objects(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None 
         diffusion.ckpt_path = str(last)
     diffusion.pop("objects", None)
     clock.run("diffusion", train_diffusion, diffusion, run_dir, callbacks)
-    resolution = int(c["data"]["augment"]["image_size"])
-    model_dir = run_dir / "model"
-    clock.run("export", export_small, last, model_dir, vae, vision)
-    set_train_resolution(model_dir, resolution)
-    if export:
-        export_small(last, export, vae, vision)
-        set_train_resolution(Path(export), resolution)
+    model_dir = clock.run("export", export_recipe_model, c, run_dir, vae, vision, export)
     print_summary(clock, run_dir, model_dir, vae, vision, export)
     return run_dir
 

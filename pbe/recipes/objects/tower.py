@@ -23,7 +23,7 @@ from torch import nn
 
 from pbe.models import ExemplarEncoderConfig, VisionTower
 from pbe.recipes.objects.contrastive import fit_contrastive, retrieval_top1
-from pbe.training.stage_utils import (
+from pbe.recipes.stage_tools import (
     as_config,
     batches,
     dataset_for,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pbe.data.masks import extend_box
 from pbe.data.synthetic import SHAPES
-from pbe.small.scenes import make_source, render_scene
+from pbe.recipes.small.scenes import make_source, render_scene
 
 SHAPE_NAMES = sorted(SHAPES)
 CLASSIFIER_SEED, CLASSIFIER_TEST_SEED = 7_010, 7_011

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pbe.assets import backgrounds_dir, demo_dir
+from pbe.assets import backgrounds_dir, demo_dir, demo_photo
 from pbe.data.synthetic import SyntheticSource
 from pbe.files import write_file, write_files
-from pbe.small.scenes import exemplar_crop, held_out_edits, render_scene
+from pbe.recipes.small.scenes import exemplar_crop, held_out_edits, render_scene
 
 SHORT_SIDE = 128
 # photo -> (mask box in the downscaled photo, exemplar: (colour, shape)); the box is where the new object goes
@@ -33,16 +33,7 @@ PHOTO_EDITS = {
 
 def load_photo(name: str) -> np.ndarray:
     """A scikit-image photo, downscaled (Lanczos) to a short side of 128 px, sides multiples of 16."""
-    try:
-        import skimage.data
-    except ImportError as e:
-        raise ImportError(
-            "the photo demo needs scikit-image (pip install -e '.[dev]', which `make demo` does)"
-        ) from e
-    image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-    scale = SHORT_SIDE / min(image.size)
-    size = tuple(round(s * scale / 16) * 16 for s in image.size)
-    return np.asarray(image.resize(size, Image.LANCZOS))
+    return demo_photo(name, SHORT_SIDE, 16)
 
 
 def synthetic_exemplar(colour: str, shape: str, seed: int = 9_000) -> np.ndarray:

@@ -1,14 +1,18 @@
-"""Shared plumbing of the small model's pre-training stages (autoencoder, vision tower): config sections, an
-endless batch stream over a seeded dataset, and atomic safetensors writes."""
+"""Shared plumbing of the recipes trained here (`pbe.recipes.small`, `pbe.recipes.objects`): config sections, an
+endless batch stream over a seeded dataset, atomic safetensors writes, a clock per stage, the frozen parts, the
+diffusion stage's config and the export of the trained model with its training resolution."""
 
 from __future__ import annotations
 
+import csv
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pbe.checkpoints.formats import load_checkpoint, save_checkpoint, set_train_resolution
 from pbe.checkpoints.tensor_io import atomic_path, read_safetensors, write_safetensors
 from pbe.data import build_dataset
 
@@ -95,3 +99,84 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"weights file not found: {path}")
     state, _ = read_safetensors(path)
     return {k: v.clone() for k, v in state.items()}
+
+
+class StageClock:
+    """Wall-clock and this process's CPU seconds per stage (CPU time says what the stage costs on a quiet machine)."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, float, float]] = []
+
+    def run(self, name: str, fn, *args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        self.rows.append((name, time.perf_counter() - wall, time.process_time() - cpu))
+        return out
+
+
+def frozen_parts_from(folder: str | Path, out: Path) -> tuple[Path, Path]:
+    """The autoencoder and vision-tower weights as `model.init` files: those of an earlier recipe run folder
+    (`<run>/autoencoder/vae.safetensors`, `<run>/vision/vision.safetensors`), or extracted from a model folder."""
+    folder = Path(folder)
+    vae, vision = folder / "autoencoder" / "vae.safetensors", folder / "vision" / "vision.safetensors"
+    if vae.is_file() and vision.is_file():
+        return vae, vision
+    ckpt = load_checkpoint(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for name, prefix in (("vae", "vae."), ("vision", "encoder.vision.")):
+        state = {k[len(prefix) :]: v for k, v in ckpt.state.items() if k.startswith(prefix)}
+        parts.append(save_tensors(out / f"{name}.safetensors", state, {"from": str(folder)}))
+    return parts[0], parts[1]
+
+
+def diffusion_config(cfg: dict, vae: Path, vision: Path) -> DictConfig:
+    """The run's config for `train_diffusion`: the `small` section removed, the frozen parts as `model.init`."""
+    c = {k: v for k, v in cfg.items() if k != "small"}
+    c["stage"] = "diffusion"
+    c["model"] = dict(c["model"])
+    c["model"]["init"] = {**(c["model"].get("init") or {}), "vae": str(vae), "vision": str(vision)}
+    return OmegaConf.create(c)
+
+
+def export_run_checkpoint(lightning_ckpt: Path, dst: str | Path, vae: Path, vision: Path) -> list[Path]:
+    """The run's weights in the native layout, with the autoencoder and vision tower exactly as their stages wrote
+    them (float32), whatever dtype the diffusion stage held them in."""
+    from pbe.checkpoints.lightning_ckpt import read_lightning
+
+    ckpt = read_lightning(Path(lightning_ckpt))
+    for prefix, path in (("vae.", vae), ("encoder.vision.", vision)):
+        for key, value in load_tensors(path).items():
+            if prefix + key not in ckpt.state:
+                raise KeyError(f"{path}: {key!r} is not a weight of the trained model's {prefix[:-1]}")
+            ckpt.state[prefix + key] = value
+    return save_checkpoint(ckpt, dst, "native", overwrite=True, progress=False)
+
+
+def stage_metric(path: Path, key: str) -> str:
+    _, meta = read_safetensors(path)
+    value = meta.get(key)
+    return "-" if value is None else f"{float(value):.3g}"
+
+
+def final_loss(run_dir: Path) -> str:
+    """The mean of the last 50 logged training losses (<run>/csv/metrics.csv)."""
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return "-"
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    values = [float(r["train/loss"]) for r in rows[-50:]]
+    return f"{sum(values) / len(values):.4f}" if values else "-"
+
+
+def export_recipe_model(c: dict, run_dir: Path, vae: Path, vision: Path, export: str | None) -> Path:
+    """The diffusion stage's last checkpoint in the native layout at `<run>/model` (and at ``export`` when set),
+    with the training resolution (``data.augment.image_size``) in pbe_config.json; returns `<run>/model`."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    resolution = int(c["data"]["augment"]["image_size"])
+    model_dir = Path(run_dir) / "model"
+    for dst in [model_dir] + ([Path(export)] if export else []):
+        export_run_checkpoint(last, dst, vae, vision)
+        set_train_resolution(dst, resolution)
+    return model_dir

@@ -1,4 +1,4 @@
-"""The small model's report: every score of `pbe.small.evaluate` on the same held-out edits, as a markdown table
+"""The small model's report: every score of `pbe.recipes.small.evaluate` on the same held-out edits, as a markdown table
 (and JSON), plus a figure of the same edits across models. `python -m pbe.report small|ablation` calls this."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from pbe.assets import backgrounds_dir
-from pbe.small.evaluate import (
+from pbe.recipes.small.evaluate import (
     MASK_OPTIONS,
     GenerationSettings,
     background_change,
@@ -27,8 +27,8 @@ from pbe.small.evaluate import (
     shape_hits,
     similarity_to_exemplar,
 )
-from pbe.small.scenes import Edit, held_out_edits, single_object_scenes
-from pbe.small.shape_classifier import cached_shape_classifier
+from pbe.recipes.small.scenes import Edit, held_out_edits, single_object_scenes
+from pbe.recipes.small.shape_classifier import cached_shape_classifier
 
 
 def evaluate_model(

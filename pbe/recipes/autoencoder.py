@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from pbe.models import AutoencoderKL, VAEConfig
-from pbe.training.stage_utils import batches, dataset_for, model_section, save_tensors, stage_options
+from pbe.recipes.stage_tools import batches, dataset_for, model_section, save_tensors, stage_options
 
 DEFAULTS = {
     "steps": 300,

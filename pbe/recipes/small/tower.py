@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pbe.data.synthetic import COLOURS, SHAPES
 from pbe.models import ExemplarEncoderConfig, VisionTower
-from pbe.training.stage_utils import batches, dataset_for, model_section, save_tensors, stage_options
+from pbe.recipes.stage_tools import batches, dataset_for, model_section, save_tensors, stage_options
 
 DEFAULTS = {"steps": 300, "batch_size": 64, "lr": 1e-3, "num_workers": 0, "seed": 23}
 COLOUR_NAMES, SHAPE_NAMES = sorted(COLOURS), sorted(SHAPES)

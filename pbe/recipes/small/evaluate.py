@@ -1,4 +1,4 @@
-"""Scores of a small model on held-out synthetic edits (`pbe.small.scenes`), used by `python -m pbe.report small`.
+"""Scores of a small model on held-out synthetic edits (`pbe.recipes.small.scenes`), used by `python -m pbe.report small`.
 
 - colour error: RGB distance (0-255 scale) between the mean colour of the result in the replaced object's core and
   the exemplar object's colour; measured with the exemplar, with the unconditional vector and with a random other
@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from pbe.assets import backgrounds_dir
 from pbe.pipeline import PaintByExamplePipeline
-from pbe.small.scenes import Edit, colour_rgb, held_out_edits, single_object_scenes
-from pbe.small.shape_classifier import SHAPE_NAMES, crop_tensor
+from pbe.recipes.small.scenes import Edit, colour_rgb, held_out_edits, single_object_scenes
+from pbe.recipes.small.shape_classifier import SHAPE_NAMES, crop_tensor
 
 STEPS, GUIDANCE, SAMPLER = 25, 5.0, "ddim"
 

@@ -92,7 +92,7 @@ def checkpoint_curve(
 ) -> list[dict]:
     """Identity (training styles and the reserved style) of every `step_*.ckpt` of a recipe run folder whose step
     is a multiple of ``every``."""
-    from pbe.training.small_recipe import export_small
+    from pbe.recipes.stage_tools import export_run_checkpoint
 
     run_dir = Path(run_dir)
     vae, vision = run_dir / "autoencoder" / "vae.safetensors", run_dir / "vision" / "vision.safetensors"
@@ -107,7 +107,7 @@ def checkpoint_curve(
         if step % every:
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            export_small(ckpt, Path(tmp) / "model", vae, vision)
+            export_run_checkpoint(ckpt, Path(tmp) / "model", vae, vision)
             pipe = PaintByExamplePipeline.from_pretrained(Path(tmp) / "model", torch_dtype=torch.float32)
         row = {"step": step}
         for name, edits in sets.items():
