@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import pbe.pipeline
+import pbe.pipeline.core
 from pbe import PaintByExamplePipeline
 from pbe.assets import small_model_path
 from pbe.checkpoints.formats import load_checkpoint
@@ -131,7 +131,7 @@ def no_loading(monkeypatch):
     def boom(*_):
         raise AssertionError("weights loaded before the options were checked")
 
-    monkeypatch.setattr(pbe.pipeline, "load_checkpoint", boom)
+    monkeypatch.setattr(pbe.pipeline.core, "load_checkpoint", boom)
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,10 @@
 """`Conv2d`: nn.Conv2d whose small CPU float32 calls run as one matrix product (an exact speedup, `SPEEDUPS`).
 
-oneDNN (mkldnn), which runs torch's CPU convolutions, reorders the weight into its blocked layout on every call.
-For a 1280-channel 3x3 conv that costs about 20 ms on the 2-core CPU, while its arithmetic on a 4x4 map of batch 2
-costs about 5: the low-resolution levels of the full-size UNet pay mostly for the reorder. Unfolding the input
-(im2col) and multiplying by the weight viewed as (C_out, C_in * kh * kw) reads the weight as it is: measured fp32,
-batch 2, 1280 -> 1280 channels: 4x4 10.9 ms vs 28.8, 8x8 27.3 vs 37.5; at 16x16 and up the conv is faster (640
-channels: 21.7 vs 17.7), and in bf16 oneDNN is faster at every size. Same sums in another order: equal up to float
-rounding.
+oneDNN (mkldnn), which runs torch's CPU convolutions, reorders the weight into its blocked layout on every call; on
+the low-resolution levels of the full-size UNet that reorder costs more than the arithmetic. Unfolding the input
+(im2col) and multiplying by the weight viewed as (C_out, C_in * kh * kw) reads the weight as it is, which is faster
+for small maps in float32 (up to `GEMM_CONV_MAX_PIXELS` output pixels; larger maps and bf16 stay with oneDNN). Same
+sums in another order: equal up to float rounding. Measured figures: docs/performance.md ("Exact speedups").
 """
 
 from __future__ import annotations
