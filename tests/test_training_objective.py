@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from training_helpers import compose, losses
 
+from pbe.stages import train
 from pbe.training.datamodule import ExemplarDataModule, one_thread_worker
 from pbe.training.module import Draws, PaintByExampleModule, WarmupSchedule, trained_parameter_names
-from pbe.training.run import train
 
 
 def tiny_module(*overrides):
@@ -122,6 +122,17 @@ def test_cosine_decay_ends_at_the_final_ratio_after_warmup():
         tiny_module("optim.decay=linear")
     with pytest.raises(ValueError, match="final_lr_ratio"):
         tiny_module("optim.final_lr_ratio=1.5")
+
+
+def test_decay_steps_sets_the_cosine_end_independently_of_max_steps():
+    module, _ = tiny_module("optim.decay=cosine", "optim.warmup_steps=10", "optim.decay_steps=110")
+    sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]  # no trainer needed: the end is given
+    factor = sched.lr_lambdas[0]
+    assert factor.total_steps == 110 and factor(60) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="decay_steps"):
+        tiny_module("optim.decay_steps=110")  # constant decay has no end
+    with pytest.raises(ValueError, match="decay_steps"):
+        tiny_module("optim.decay=cosine", "optim.warmup_steps=10", "optim.decay_steps=10")
 
 
 def test_optimizer_is_adamw_with_the_papers_settings_and_warmup():

@@ -1,5 +1,7 @@
 """The Paint-by-Example training objective as a LightningModule (the authors' recipe:
-their `configs/v1.yaml` and `ldm/models/diffusion/ddpm.py`).
+their `configs/v1.yaml` and `ldm/models/diffusion/ddpm.py`). The objective itself is `pbe.training.objective`,
+the options `pbe.training.configs`, FSDP `pbe.training.sharding`, EMA `pbe.training.ema`; this module holds the
+step, the random generator and its checkpointed state, logging, the optimizer and preview sampling.
 
 Per step, for a batch of (image in [-1, 1], keep-mask 1 = keep, CLIP-normalised exemplar):
 
@@ -31,137 +33,28 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pbe.diffusion import SAMPLERS
 from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER, from_scheduler_config
+from pbe.training import objective
+from pbe.training.configs import (  # noqa: F401 (re-exported: configs and the schedule are imported from here)
+    EMAConfig,
+    GuardConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    WarmupSchedule,
+    make_config,
+)
+from pbe.training.ema import EMAWeights
 from pbe.training.model_factory import build_model, plain_config
+from pbe.training.objective import Draws
+from pbe.training.preview import preview_edits
+from pbe.training.sharding import average_replicated_grads, grad_norm_squares, shard_model
 
 TIMESTEP_BUCKETS = 10
-CFG_DROPOUT_MODES = ("batch", "sample")
-LR_DECAYS = ("constant", "cosine")
-
-
-@dataclass
-class ObjectiveConfig:
-    cfg_dropout: float = 0.2  # probability of training on the unconditional vector
-    cfg_dropout_mode: str = "batch"  # "batch": one draw per step (original); "sample": one per sample
-    # Not in the paper (1.0 = its plain MSE): weight of the latent positions inside the edit region relative to
-    # those outside; the loss is the weighted mean, so its scale does not change with the mask's area.
-    mask_loss_weight: float = 1.0
-    # Not in the paper (1.0 = its t ~ U{0..T-1}): t = floor(T * (1 - (1 - u)^power)), u ~ U[0, 1), so that
-    # P(t >= x T) = (1 - x)^(1 / power); power > 1 favours the high-noise steps, where the edit region's content
-    # (the exemplar's colour and shape) is not yet readable from z_t and must come from the conditioning.
-    timestep_power: float = 1.0
-    # Not in the paper; used only on batches with `noisy_image` (data.augment.recolour_p > 0): a recoloured sample
-    # whose t >= this and whose exemplar is not dropped is noised from `noisy_image` (its object in another colour)
-    # while the target stays `image`: eps* = (z_t - sqrt(a) z0) / sqrt(1 - a). Below this t the correction
-    # sqrt(a / (1 - a)) (z_noisy - z0) grows large (the colour is readable from z_t), so those samples stay plain.
-    recolour_min_t: int = 300
-
-    def __post_init__(self):
-        if not (isinstance(self.recolour_min_t, int) and self.recolour_min_t >= 0):
-            raise ValueError(f"objective.recolour_min_t must be an int >= 0, got {self.recolour_min_t!r}")
-        if not (math.isfinite(self.timestep_power) and self.timestep_power > 0):
-            raise ValueError(f"objective.timestep_power must be > 0 and finite, got {self.timestep_power!r}")
-        if not (math.isfinite(self.mask_loss_weight) and self.mask_loss_weight > 0):
-            raise ValueError(
-                f"objective.mask_loss_weight must be > 0 and finite, got {self.mask_loss_weight!r}"
-            )
-        if not 0.0 <= self.cfg_dropout <= 1.0:
-            raise ValueError(f"objective.cfg_dropout must be in [0, 1], got {self.cfg_dropout!r}")
-        if self.cfg_dropout_mode not in CFG_DROPOUT_MODES:
-            raise ValueError(
-                f"objective.cfg_dropout_mode must be one of {CFG_DROPOUT_MODES}, got {self.cfg_dropout_mode!r}"
-            )
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1.0e-5
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1.0e-8
-    warmup_steps: int = 10_000
-    warmup_start: float = 1.0e-6  # warm-up starts at warmup_start * lr
-    scale_lr: bool = False  # LDM-style: lr *= global batch size (devices x nodes x batch x accumulation)
-    # After the warm-up: "constant" (the paper) or "cosine" (not in the paper: half a cosine from lr down to
-    # final_lr_ratio * lr at trainer.max_steps, which short runs need far more than long ones)
-    decay: str = "constant"
-    final_lr_ratio: float = 0.0
-
-    def __post_init__(self):
-        self.betas = tuple(self.betas)
-        if self.decay not in LR_DECAYS:
-            raise ValueError(f"optim.decay must be one of {LR_DECAYS}, got {self.decay!r}")
-        if not 0.0 <= self.final_lr_ratio <= 1.0:
-            raise ValueError(f"optim.final_lr_ratio must be in [0, 1], got {self.final_lr_ratio!r}")
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps!r}")
-
-
-@dataclass
-class GuardConfig:
-    max_nonfinite: int = 10  # stop after this many non-finite losses in a row
-
-
-@dataclass
-class EMAConfig:
-    decay: float | None = None  # e.g. 0.9999; None: no EMA
-
-    def __post_init__(self):
-        if self.decay is not None and not 0.0 < self.decay < 1.0:
-            raise ValueError(f"ema.decay must be in (0, 1) or null, got {self.decay!r}")
-
-
-def make_config(cls, values: Mapping | None, name: str):
-    try:
-        return cls(**dict(values or {}))
-    except TypeError as e:
-        raise ValueError(f"{name}: {e}") from None
-
-
-class WarmupSchedule:
-    """The lr factor per step (LambdaLR): warmup_start + (1 - warmup_start) * step / warmup_steps for step <
-    warmup_steps, then 1, or with `total_steps` a half cosine from 1 at the warm-up's end down to `final_ratio` at
-    `total_steps` (and after).
-
-    A class (not a lambda) so that LambdaLR saves its state as plain numbers."""
-
-    def __init__(
-        self, warmup_steps: int, warmup_start: float, total_steps: int | None = None, final_ratio: float = 0.0
-    ):
-        self.warmup_steps, self.warmup_start = int(warmup_steps), float(warmup_start)
-        self.total_steps = None if total_steps is None else int(total_steps)
-        self.final_ratio = float(final_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup_steps
-        if self.total_steps is None:
-            return 1.0
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.final_ratio + (1.0 - self.final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@dataclass
-class Draws:
-    """Every random number of one training step (for this rank's part of the batch)."""
-
-    timesteps: torch.Tensor  # (B,) long
-    drop: torch.Tensor  # (B,) bool: use the unconditional vector
-    image_noise: torch.Tensor  # (B, C, h, w): posterior sample of z0
-    masked_noise: torch.Tensor  # (B, C, h, w): posterior sample of z_masked
-    noise: torch.Tensor  # (B, C, h, w): diffusion noise
-    extra: dict = field(default_factory=dict)
 
 
 def trained_parameter_names(model) -> list[str]:
@@ -216,10 +109,7 @@ class PaintByExampleModule(L.LightningModule):
         self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.clone().float(), persistent=False)
         self.ema_names = trained_parameter_names(self.model) if self.ema_cfg.decay else []
         if self.ema_names:
-            self.ema_weights = torch.nn.Module()
-            params = dict(self.model.named_parameters())
-            for n in self.ema_names:
-                self.ema_weights.register_buffer(n.replace(".", "__"), params[n].detach().clone().float())
+            self.ema_weights = EMAWeights(self.model, self.ema_names)
         self.generator: torch.Generator | None = None
         self._pending_rng: dict | None = None
         self.nonfinite_in_a_row = 0
@@ -253,24 +143,12 @@ class PaintByExampleModule(L.LightningModule):
         return self.generator
 
     def draw(self, batch_size: int, latent_shape: tuple[int, int, int]) -> Draws:
-        """Draws for the global batch (batch_size x world size), sliced to this rank."""
+        """Draws for the global batch (batch_size x world size), sliced to this rank (`objective.draw`)."""
         rank, world = self.world()
-        g, n, dev = self.draw_generator(), batch_size * world, self.device
-        T, power = self.num_train_timesteps, self.objective.timestep_power
-        if power == 1.0:
-            timesteps = torch.randint(0, T, (n,), generator=g, device=dev)
-        else:
-            u = torch.rand(n, generator=g, device=dev, dtype=torch.float64)
-            timesteps = (T * (1.0 - (1.0 - u) ** power)).long().clamp_(0, T - 1)
-        u = torch.rand(n, generator=g, device=dev)
-        p = self.objective.cfg_dropout
-        drop = (u[:1] < p).expand(n) if self.objective.cfg_dropout_mode == "batch" else u < p
-        shape = (n, *latent_shape)
-        image_noise = torch.randn(shape, generator=g, device=dev)
-        masked_noise = torch.randn(shape, generator=g, device=dev)
-        noise = torch.randn(shape, generator=g, device=dev)
-        part = slice(rank * batch_size, (rank + 1) * batch_size)
-        return Draws(timesteps[part], drop[part], image_noise[part], masked_noise[part], noise[part])
+        g = self.draw_generator()
+        return objective.draw(
+            g, self.objective, self.num_train_timesteps, batch_size, latent_shape, rank, world
+        )
 
     def latent_shape(self, image: torch.Tensor) -> tuple[int, int, int]:
         vae = self.model.vae.config
@@ -300,76 +178,20 @@ class PaintByExampleModule(L.LightningModule):
             torch.cuda.set_rng_state_all(state["cuda"])
 
     # ------------------------------------------------------------------------------------------- objective
+    # (pbe.training.objective; these methods bind the module's model, schedule and options)
 
-    @torch.no_grad()
     def encode_latents(self, batch: dict, draws: Draws) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z0, z_masked, keep-mask at latent size), from posterior samples with the draws' noise."""
-        image, keep = batch["image"], batch["mask"]
-        z0 = self.sampled_latent(image, draws.image_noise)
-        z_masked = self.sampled_latent(image * keep, draws.masked_noise)
-        mask = F.interpolate(keep, size=z0.shape[-2:], mode="bilinear", align_corners=False)
-        return z0, z_masked, mask
-
-    def sampled_latent(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """scale * (posterior mean + std * noise) of the frozen VAE (in its dtype: float32 or model.frozen_dtype),
-        returned as float32."""
-        vae = self.model.vae
-        posterior = vae.encode(images.to(vae.quant_conv.weight.dtype))
-        return (
-            vae.config.scale_factor * (posterior.mean + posterior.std * noise.to(posterior.mean.dtype))
-        ).float()
+        return objective.encode_latents(self.model.vae, batch, draws)
 
     def context(self, exemplar: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-        """Exemplar context, with the unconditional vector where `drop` (parts not used get no gradient)."""
-        encoder = self.model.encoder
-        b = exemplar.shape[0]
-        tokens = 1 + encoder.config.vision.num_patches if encoder.config.use_patch_tokens else 1
-        if bool(drop.all()):
-            return encoder.unconditional(b, tokens)
-        cond = encoder(exemplar)
-        if not bool(drop.any()):
-            return cond
-        uncond = encoder.unconditional(b, tokens).to(cond.dtype)
-        return torch.where(drop[:, None, None], uncond, cond)
+        return objective.exemplar_context(self.model.encoder, exemplar, drop)
 
     def noisy_latent(self, z0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        a = self.alphas_cumprod.to(z0.device)[timesteps].float()[:, None, None, None]
-        return a.sqrt() * z0.float() + (1 - a).sqrt() * noise.float()
-
-    @torch.no_grad()
-    def recoloured_start(self, batch: dict, draws: Draws, z0: torch.Tensor) -> torch.Tensor | None:
-        """z_noisy (the latent the noise is added to) where a sample trains on its recoloured copy (see
-        ObjectiveConfig.recolour_min_t), z0 elsewhere; None when no sample of the batch does."""
-        if "noisy_image" not in batch:
-            return None
-        late = draws.timesteps >= self.objective.recolour_min_t
-        use = batch["recoloured"].bool() & ~draws.drop.bool() & late
-        if not bool(use.any()):
-            return None
-        start = z0.clone()
-        start[use] = self.sampled_latent(batch["noisy_image"][use], draws.image_noise[use])
-        return start
+        return objective.noisy_latent(self.alphas_cumprod, z0, noise, timesteps)
 
     def losses(self, batch: dict, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, per-sample MSE) for one batch and its draws."""
-        z0, z_masked, mask = self.encode_latents(batch, draws)
-        start = self.recoloured_start(batch, draws, z0)
-        if start is None:
-            z_t, target = self.noisy_latent(z0, draws.noise, draws.timesteps), draws.noise.float()
-        else:  # the noise that takes z0 (not the recoloured start) to z_t
-            z_t = self.noisy_latent(start, draws.noise, draws.timesteps)
-            a = self.alphas_cumprod.to(z0.device)[draws.timesteps].float()[:, None, None, None]
-            target = draws.noise.float() + (a / (1 - a)).sqrt() * (start - z0)
-        context = self.context(batch["exemplar"], draws.drop)
-        x = torch.cat([z_t.to(z_masked.dtype), z_masked, mask.to(z_masked.dtype)], dim=1)
-        eps = self.model.unet(x, draws.timesteps, context)
-        err = (eps.float() - target) ** 2
-        per_sample = err.detach().mean(dim=(1, 2, 3))
-        weight = self.objective.mask_loss_weight
-        if weight == 1.0:
-            return err.mean(), per_sample
-        w = 1.0 + (weight - 1.0) * (1.0 - mask.float())  # mask: 1 = keep, at latent size
-        return (err * w).mean() / w.mean(), per_sample
+        return objective.losses(self.model, self.alphas_cumprod, self.objective, batch, draws)
 
     # ------------------------------------------------------------------------------------------- steps
 
@@ -448,86 +270,29 @@ class PaintByExampleModule(L.LightningModule):
         self.shard(mesh, **getattr(self.trainer.strategy, "fsdp_options", {}))
 
     def shard(self, mesh, reshard_after_forward: bool = True) -> None:
-        """FSDP2 units: every UNet residual / transformer block, the UNet (the rest of it), every mapper block.
-
-        The frozen VAE and vision tower stay whole on every rank (no gradients to reduce). The encoder's final norm,
-        projection and unconditional vector are replicated too (the unconditional vector is used outside any
-        module's forward, where FSDP could not gather it); their gradients are averaged in
-        `on_before_optimizer_step`."""
-        from torch.distributed.fsdp import fully_shard
-
-        from pbe.models.attention import TransformerBlock
-        from pbe.models.unet import ResBlock, SpatialTransformer
-
-        unet = self.model.unet
-        for module in list(unet.modules()):
-            if isinstance(module, ResBlock | SpatialTransformer):
-                fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward)
-        fully_shard(unet, mesh=mesh, reshard_after_forward=reshard_after_forward)
-        for block in self.model.encoder.mapper:
-            if isinstance(block, TransformerBlock):
-                fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward)
-        self.replicated = [
-            p
-            for n, p in self.model.encoder.named_parameters()
-            if n.split(".")[0] in ("final_norm", "proj_out", "uncond_vector")
-        ]
+        """FSDP2 units and the replicated trained parameters: `pbe.training.sharding.shard_model`."""
+        self.replicated = shard_model(self.model, mesh, reshard_after_forward)
         self.sharded = True
-
-    def average_replicated_grads(self) -> None:
-        """All-reduce the replicated trained parameters' gradients (a parameter no rank used keeps grad None)."""
-        import torch.distributed as dist
-
-        if not self.replicated:
-            return
-        used = torch.tensor(
-            [p.grad is not None for p in self.replicated], dtype=torch.float32, device=self.device
-        )
-        dist.all_reduce(used, op=dist.ReduceOp.MAX)
-        world = dist.get_world_size()
-        for p, any_used in zip(self.replicated, used.tolist()):
-            if not any_used:
-                continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.sharded:
-            self.average_replicated_grads()
-        local, whole = [], []
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            g = p.grad.detach()
-            if hasattr(g, "to_local"):  # a DTensor shard: sum over ranks below
-                local.append(g.to_local().float().pow(2).sum())
-            else:
-                whole.append(g.float().pow(2).sum())
-        zero = torch.zeros((), device=self.device)
-        sq_local = torch.stack(local).sum() if local else zero
+            average_replicated_grads(self.replicated, self.device)
+        sq_local, sq_whole = grad_norm_squares(self.parameters(), self.device)
         if self.sharded:
             sq_local = self.trainer.strategy.reduce(sq_local, reduce_op="sum")
-        sq = sq_local + (torch.stack(whole).sum() if whole else zero)
-        self.log("train/grad_norm", sq.sqrt())
+        self.log("train/grad_norm", (sq_local + sq_whole).sqrt())
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema_names and self.global_step > self._ema_step:
             self._ema_step = self.global_step
             self.update_ema()
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        decay = self.ema_cfg.decay
-        params = dict(self.model.named_parameters())
-        for n in self.ema_names:
-            shadow = getattr(self.ema_weights, n.replace(".", "__"))
-            shadow.lerp_(params[n].detach().float(), 1.0 - decay)
+        self.ema_weights.update(self.model, self.ema_cfg.decay)
 
     def ema_state(self) -> dict[str, torch.Tensor]:
         """EMA weights under model keys (empty without EMA)."""
-        return {n: getattr(self.ema_weights, n.replace(".", "__")) for n in self.ema_names}
+        return self.ema_weights.state() if self.ema_names else {}
 
     # ------------------------------------------------------------------------------------------- optimizer
 
@@ -547,9 +312,13 @@ class PaintByExampleModule(L.LightningModule):
         )
         total = None
         if cfg.decay == "cosine":
-            total = self.trainer.max_steps if self._trainer is not None else -1
+            total = cfg.decay_steps
+            if total is None:
+                total = self.trainer.max_steps if self._trainer is not None else -1
             if total is None or total <= 0:
-                raise ValueError("optim.decay=cosine needs trainer.max_steps (the step the decay ends at)")
+                raise ValueError(
+                    "optim.decay=cosine needs trainer.max_steps or optim.decay_steps (the step the decay ends at)"
+                )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, WarmupSchedule(cfg.warmup_steps, cfg.warmup_start, total, cfg.final_lr_ratio)
         )
@@ -573,40 +342,10 @@ class PaintByExampleModule(L.LightningModule):
     @torch.no_grad()
     def generate(self, batch: dict, steps: int = 20, guidance: float = 5.0, seed: int = 0) -> torch.Tensor:
         """Edited images in [-1, 1] for a batch (DDIM, classifier-free guidance, fixed seed)."""
-        model = self.model
-        was_training = model.training
-        model.eval()
+        was_training = self.model.training
+        self.model.eval()
         try:
-            image = batch["image"].to(self.device)
-            keep = batch["mask"].to(self.device)
-            g = torch.Generator(device="cpu").manual_seed(seed)
-            c, h, w = self.latent_shape(image)
-            keep_bin = (keep >= 0.5).to(image.dtype)
-            vae_dtype = model.vae.quant_conv.weight.dtype
-            posterior = model.vae.encode((image * keep_bin).to(vae_dtype))
-            z_masked = model.vae.config.scale_factor * posterior.mode().float()
-            mask = F.interpolate(keep_bin, size=(h, w))
-            cond = model.encoder(batch["exemplar"].to(self.device))
-            guided = guidance > 1.0
-            context = (
-                torch.cat([model.encoder.unconditional(*cond.shape[:2]).to(cond.dtype), cond])
-                if guided
-                else cond
-            )
-            extra = torch.cat([z_masked, mask], dim=1)
-            extra = torch.cat([extra, extra]) if guided else extra
-
-            def denoise(x, t):
-                inp = torch.cat([x, x]) if guided else x
-                eps = model.unet(torch.cat([inp, extra], dim=1), t, context)
-                if guided:
-                    uncond, cond_eps = eps.chunk(2)
-                    eps = uncond + guidance * (cond_eps - uncond)
-                return eps
-
-            x = torch.randn((image.shape[0], c, h, w), generator=g).to(self.device)
-            z = SAMPLERS["ddim"](denoise, x, self.schedule, steps)
-            return model.vae.decode((z / model.vae.config.scale_factor).to(vae_dtype)).float().clamp(-1, 1)
+            return preview_edits(self.model, self.schedule, batch, self.device, steps, guidance, seed)
         finally:
-            model.train(was_training)
+            self.model.train(was_training)
             self.train(self.training)
