@@ -128,13 +128,23 @@ def test_trained_models_edit_identically_after_an_export(sources, tmp_path, sour
     assert np.array_equal(edit(aligned_pipeline(tmp_path / name)), edit(aligned_pipeline(sources[source])))
 
 
-def test_a_native_export_keeps_the_training_resolution(sources, tmp_path):
-    assert export(sources["objects"], tmp_path / "out", "native", "fp16") == 0
-    assert (
-        load_checkpoint(tmp_path / "out").train_resolution
-        == load_checkpoint(sources["objects"]).train_resolution
-    )
-    assert load_checkpoint(tmp_path / "out").train_resolution is not None
+@pytest.mark.parametrize("name, layout", [("out", "native"), ("m.ckpt", "ldm"), ("m.safetensors", "ldm")])
+def test_an_export_keeps_the_training_resolution(sources, tmp_path, name, layout):
+    """Native folders record it in pbe_config.json, original-layout files in an entry the authors' loader ignores."""
+    assert export(sources["objects"], tmp_path / name, layout, "fp16") == 0
+    want = load_checkpoint(sources["objects"]).train_resolution
+    assert want is not None and load_checkpoint(tmp_path / name).train_resolution == want
+
+
+def test_a_bad_stored_training_resolution_is_refused(sources, tmp_path):
+    from pbe.checkpoints.ldm_layout import LDM_RESOLUTION_KEY
+
+    assert export(sources["objects"], tmp_path / "m.ckpt", "ldm", None) == 0
+    obj = torch.load(tmp_path / "m.ckpt", weights_only=True)
+    obj[LDM_RESOLUTION_KEY] = "4"
+    torch.save(obj, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="train_resolution"):
+        load_checkpoint(tmp_path / "bad.ckpt")
 
 
 def without_pbe_config(src: Path, dst: Path) -> Path:

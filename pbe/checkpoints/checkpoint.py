@@ -135,3 +135,12 @@ def load_config_file(path: str | Path | None) -> dict | None:
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"config file {path}: {e}") from None
     return data
+
+
+def checked_train_resolution(value, where: str) -> int | None:
+    """A stored `train_resolution`: None, or an int >= 8 (pixels); CheckpointError naming ``where`` otherwise."""
+    from pbe.checkpoints.tensor_io import CheckpointError
+
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 8):
+        return value
+    raise CheckpointError(f"{where}: 'train_resolution' must be an int >= 8 (pixels), got {value!r}")

@@ -18,6 +18,7 @@ from pbe.checkpoints import ldm_keys
 from pbe.checkpoints.checkpoint import (
     Checkpoint,
     apply_overrides,
+    checked_train_resolution,
     config_from_dict,
     config_to_dict,
     expected_state,
@@ -47,6 +48,9 @@ from pbe.models.exemplar_encoder import ExemplarEncoderConfig
 # config (what shapes cannot tell: head counts, norm groups, the VAE's scale factor, ...).
 LDM_SCHEDULER_KEY = "pbe_scheduler_config"
 LDM_CONFIG_KEY = "pbe_model_config"
+LDM_RESOLUTION_KEY = (
+    "pbe_train_resolution"  # the pixel size a model trained by pbe was trained at, when known
+)
 # Where a file pbe did not write leaves the model config to the tensor shapes:
 LDM_INFERRED_CONFIG = (
     "model config inferred from tensor shapes; the original layout does not record head counts or norm groups: "
@@ -123,7 +127,25 @@ def read_ldm(
     if "scale_factor" in state:
         config.vae.scale_factor = float(state["scale_factor"])
     scheduler = stored_scheduler(metadata or {}, state.get("betas"), path)
-    return Checkpoint(config, native, scheduler=scheduler, format="ldm")
+    return Checkpoint(
+        config,
+        native,
+        scheduler=scheduler,
+        format="ldm",
+        train_resolution=stored_resolution(metadata or {}, path),
+    )
+
+
+def stored_resolution(metadata: Mapping[str, str], path: Path) -> int | None:
+    """The training resolution pbe stored next to the weights; None in a file without one."""
+    text = metadata.get(LDM_RESOLUTION_KEY)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        value = text
+    return checked_train_resolution(value, f"{path}: entry {LDM_RESOLUTION_KEY!r}")
 
 
 def stored_config(metadata: Mapping[str, str], path: Path) -> PaintByExampleConfig | None:
@@ -192,6 +214,8 @@ def write_ldm(
         LDM_SCHEDULER_KEY: json.dumps(ckpt.scheduler, sort_keys=True),
         LDM_CONFIG_KEY: json.dumps(config_to_dict(cfg), sort_keys=True),
     }
+    if ckpt.train_resolution is not None:
+        extra[LDM_RESOLUTION_KEY] = json.dumps(int(ckpt.train_resolution))
     if safetensors:
         stream(dst, state, dtype, progress, {"format": "pt", **extra}, keep=LDM_SCHEDULE_BUFFERS)
     else:

@@ -16,6 +16,7 @@ import torch
 from pbe.checkpoints.checkpoint import (
     Checkpoint,
     apply_overrides,
+    checked_train_resolution,
     config_from_dict,
     config_to_dict,
     expected_state,
@@ -53,13 +54,7 @@ def read_native(path: Path, overrides: Mapping | None = None) -> Checkpoint:
     state, _ = read_safetensors(weights)
     check_state(expected, state, f"{path} (pbe format)")
     check_finite(state, str(weights), native_component)
-    resolution = meta.get("train_resolution")
-    if resolution is not None and not (
-        isinstance(resolution, int) and not isinstance(resolution, bool) and resolution >= 8
-    ):
-        raise CheckpointError(
-            f"{config_file}: 'train_resolution' must be an int >= 8 (pixels), got {resolution!r}"
-        )
+    resolution = checked_train_resolution(meta.get("train_resolution"), str(config_file))
     return Checkpoint(
         config,
         state,
