@@ -12,6 +12,7 @@ Checkpoints (whole folders) use `pbe.checkpoints.tensor_io.atomic_path`, which f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -172,6 +173,25 @@ def write_file(
     ]
 
 
+def json_text(data) -> str:
+    """`data` as indented JSON text, ending in a newline (what `write_json` writes)."""
+    return json.dumps(data, indent=2) + "\n"
+
+
 def write_json(path: str | Path, data, **kwargs) -> Path:
     """`data` as indented JSON, atomically (keyword arguments as `write_file`)."""
-    return write_file(path, json.dumps(data, indent=2) + "\n", **kwargs)
+    return write_file(path, json_text(data), **kwargs)
+
+
+def sha256_of(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()

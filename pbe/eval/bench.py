@@ -208,3 +208,11 @@ def load_bench(path: str | Path, limit: int | None = None, min_side: int = 1) ->
         items = items[:limit]
     check_items(items, min_side)
     return items
+
+
+def result_path(out: Path, item: BenchItem) -> Path:
+    return out / "results" / f"{item.id}.png"
+
+
+def meta_path(out: Path, item: BenchItem) -> Path:
+    return out / "meta" / f"{item.id}.json"

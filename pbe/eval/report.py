@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import pbe
+from pbe.edit_grid import tile_grid
 from pbe.eval.bench import BenchItem
 from pbe.eval.metrics import (
     ClipFeatures,
@@ -33,7 +34,7 @@ SHEET_CELL = 160
 
 def score(args, items: list[BenchItem], results: list[Path]) -> tuple[dict, dict, dict, dict]:
     """(metrics, notes saying why a metric is missing, per-item values, what was used), from the files on disk."""
-    from pbe.eval.runner import sha256_of
+    from pbe.files import sha256_of
 
     m = args.metrics
     metrics = {"fid": None, "qs": None, "clip_score": None}
@@ -122,30 +123,34 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def loaded(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def contact_sheet(items: list[BenchItem], results: list[Path], count: int) -> Image.Image | None:
     """Rows of source | mask | reference | result for `count` items spread evenly over the bench."""
     if count <= 0 or not items:
         return None
     picks = sorted(set(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int).tolist()))
-    cell, gap, label = SHEET_CELL, 4, 14
-    sheet = Image.new("RGB", (4 * cell + 3 * gap, label + len(picks) * (cell + gap) - gap), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, name in enumerate(("source", "mask", "reference", "result")):
-        draw.text((c * (cell + gap) + 2, 1), name, fill="black")
-    for r, k in enumerate(picks):
-        paths = (items[k].image, items[k].mask, items[k].reference, results[k])
-        for c, path in enumerate(paths):
-            with Image.open(path) as img:
-                thumb = img.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC)
-            sheet.paste(thumb, (c * (cell + gap), label + r * (cell + gap)))
-        draw.text((3 * (cell + gap) + 3, label + r * (cell + gap) + 2), items[k].id, fill="white")
-    return sheet
+    return tile_grid(
+        [[loaded(p) for p in (items[k].image, items[k].mask, items[k].reference, results[k])] for k in picks],
+        ["source", "mask", "reference", "result"],
+        size=SHEET_CELL,
+        resample=Image.Resampling.BICUBIC,
+        gap=4,
+        captions=[items[k].id for k in picks],
+        caption_column=3,
+        caption_at=(3, 2),
+        caption_fill="white",
+    )
 
 
 def score_and_report(args, items, cfg, model_sha: str, counts: dict, world: int, device: str, started: float):
     from omegaconf import OmegaConf
 
-    from pbe.eval.runner import json_text, result_path
+    from pbe.eval.bench import result_path
+    from pbe.files import json_text
 
     results_paths = [result_path(args.out, i) for i in items]
     metrics, notes, per_item, inputs = score(args, items, results_paths)

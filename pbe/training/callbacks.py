@@ -12,8 +12,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.utils import make_grid
 
+from pbe.edit_grid import tile_grid
 from pbe.files import write_file
 from pbe.models.clip_vision import CLIP_MEAN, CLIP_STD
 
@@ -60,7 +60,7 @@ def exemplar_pixels(exemplar: torch.Tensor) -> torch.Tensor:
 
 
 def grid_image(batch: dict, results: torch.Tensor) -> Image.Image:
-    """One row per item: source | mask (white = repaint) | exemplar | result."""
+    """One row per item: source | mask (white = repaint) | exemplar | result, 2 white pixels around every cell."""
     source = to_unit(batch["image"]).cpu()
     size = source.shape[-2:]
     repaint = (1 - batch["mask"].float()).clamp(0, 1).expand(-1, 3, -1, -1).cpu()
@@ -68,9 +68,9 @@ def grid_image(batch: dict, results: torch.Tensor) -> Image.Image:
         exemplar_pixels(batch["exemplar"]).cpu(), size=size, mode="bilinear", antialias=True
     )
     result = to_unit(results).cpu()
-    cells = torch.stack([source, repaint, exemplar.clamp(0, 1), result], dim=1).flatten(0, 1)
-    grid = make_grid(cells, nrow=4, padding=2, pad_value=1.0)
-    return Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+    columns = [source, repaint, exemplar.clamp(0, 1), result]
+    rows = [[c[i].permute(1, 2, 0).numpy() for c in columns] for i in range(len(source))]
+    return tile_grid(rows, gap=2, margin=2)
 
 
 class SampleGrid(L.Callback):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from pbe.edit_grid import tile_grid
 from pbe.pipeline import PaintByExamplePipeline
 from pbe.recipes.objects.evaluate import (
     ROLES,
@@ -180,24 +181,18 @@ def ablation_table(report: dict) -> str:
 
 def ablation_figure(edits: EditSet, results: dict[str, np.ndarray], rows: int) -> Image.Image:
     """source | mask | exemplar | one result column per model (own-exemplar edits, same noise)."""
-    labels = ["source", "mask", "exemplar", *results]
-    header = 16
-    sheet = Image.new("RGB", (FIGURE_TILE * len(labels), header + FIGURE_TILE * rows), "white")
-    draw = ImageDraw.Draw(sheet)
-    for j, label in enumerate(labels):
-        draw.text((j * FIGURE_TILE + 4, 2), label[:20], fill="black")
-
-    def tile(a: np.ndarray) -> Image.Image:
-        a = a if a.ndim == 3 else np.repeat(a[..., None], 3, 2)
-        return Image.fromarray(a).resize((FIGURE_TILE, FIGURE_TILE), Image.LANCZOS)
-
+    tiles = []
     for i, scene in enumerate(edits.scenes[:rows]):
-        tiles = [
+        row = [
             scene.image.permute(1, 2, 0).numpy(),
             ((1 - scene.mask.numpy()) * 255).astype(np.uint8),
             edits.exemplars["same_object"][i].permute(1, 2, 0).numpy(),
         ]
-        tiles += [(r[i] * 255).round().astype(np.uint8) for r in results.values()]
-        for j, t in enumerate(tiles):
-            sheet.paste(tile(t), (j * FIGURE_TILE, header + i * FIGURE_TILE))
-    return sheet
+        tiles.append(row + [(r[i] * 255).round().astype(np.uint8) for r in results.values()])
+    return tile_grid(
+        tiles + [[]] * (rows - len(tiles)),  # a figure of `rows` rows, blank where the set has fewer scenes
+        [label[:20] for label in ["source", "mask", "exemplar", *results]],
+        size=FIGURE_TILE,
+        label_height=16,
+        label_at=(4, 2),
+    )

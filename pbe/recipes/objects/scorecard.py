@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from pbe.edit_grid import tile_grid
 from pbe.files import write_file, write_json
 from pbe.pipeline import PaintByExamplePipeline
 from pbe.recipes.objects.contrastive import retrieval_top1
@@ -56,35 +57,30 @@ def style_sets(root) -> list[tuple[str, list[str] | None]]:
     ]
 
 
-def tile(array: np.ndarray) -> Image.Image:
-    image = Image.fromarray(array if array.ndim == 3 else np.repeat(array[..., None], 3, 2))
-    return image.resize((FIGURE_TILE, FIGURE_TILE), Image.LANCZOS)
-
-
 def edits_figure(edits: EditSet, rows: int, title: str) -> Image.Image:
     """source | mask | exemplar | result for the first ``rows`` scenes, with the own-code-point exemplar, and
     the same scene edited with the same-colour and other-colour exemplars (exemplar | result each)."""
-    header, labels = (
-        16,
-        ["source", "mask", "exemplar", "result", "same colour", "result", "other colour", "result"],
-    )
-    sheet = Image.new("RGB", (FIGURE_TILE * len(labels), header + FIGURE_TILE * rows + 18), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((4, header + FIGURE_TILE * rows + 3), title, fill="black")
-    for j, label in enumerate(labels):
-        draw.text((j * FIGURE_TILE + 4, 2), label, fill="black")
+    labels = ["source", "mask", "exemplar", "result", "same colour", "result", "other colour", "result"]
+    tiles, names = [], []
     for i, scene in enumerate(edits.scenes[:rows]):
         source = scene.image.permute(1, 2, 0).numpy()
         mask = ((1 - scene.mask.numpy()) * 255).astype(np.uint8)
-        tiles = [source, mask]
+        row = [source, mask]
         for role in ("same_object", "same_colour", "other_colour"):
-            tiles.append(edits.exemplars[role][i].permute(1, 2, 0).numpy())
-            tiles.append((edits.results[role][i] * 255).round().astype(np.uint8))
-        for j, t in enumerate(tiles):
-            sheet.paste(tile(t), (j * FIGURE_TILE, header + i * FIGURE_TILE))
-        name = f"{scene.meta['name']} ({scene.meta['style']})"
-        draw.text((2 * FIGURE_TILE + 4, header + i * FIGURE_TILE + 2), name, fill="black")
-    return sheet
+            row.append(edits.exemplars[role][i].permute(1, 2, 0).numpy())
+            row.append((edits.results[role][i] * 255).round().astype(np.uint8))
+        tiles.append(row)
+        names.append(f"{scene.meta['name']} ({scene.meta['style']})")
+    return tile_grid(
+        tiles + [[]] * (rows - len(tiles)),  # a figure of `rows` rows, blank where the set has fewer scenes
+        labels,
+        size=FIGURE_TILE,
+        label_height=16,
+        label_at=(4, 2),
+        captions=names,
+        caption_column=2,
+        footer=title,
+    )
 
 
 def checkpoint_curve(

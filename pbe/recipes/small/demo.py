@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from pbe.assets import backgrounds_dir, demo_dir, demo_photo
 from pbe.data.synthetic import SyntheticSource
+from pbe.edit_grid import tile_grid
 from pbe.files import write_file, write_files
 from pbe.recipes.small.scenes import exemplar_crop, held_out_edits, render_scene
 
@@ -80,28 +81,15 @@ def demo_items(synthetic: int = 4) -> list[dict]:
 
 
 def grid(rows: list[list[np.ndarray]], labels: list[str], height: int = 128) -> Image.Image:
-    """One row per edit: source | mask | exemplar | result, each scaled to `height` px high."""
-    header = 14
-    tiles = [
-        [Image.fromarray(t if t.ndim == 3 else np.repeat(t[..., None], 3, 2)) for t in row] for row in rows
-    ]
-    widths = [
-        max(round(row[j].width * height / row[j].height) for row in tiles) for j in range(len(tiles[0]))
-    ]
-    sheet = Image.new("RGB", (sum(widths), header + height * len(rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    x = 0
-    for j, label in enumerate(labels):
-        draw.text((x + 3, 1), label, fill="black")
-        x += widths[j]
-    for i, row in enumerate(tiles):
-        x = 0
-        for j, tile in enumerate(row):
-            w = round(tile.width * height / tile.height)
-            resample = Image.NEAREST if tile.height < height else Image.LANCZOS
-            sheet.paste(tile.resize((w, height), resample), (x, header + i * height))
-            x += widths[j]
-    return sheet
+    """One row per edit: source | mask | exemplar | result, each scaled to `height` px high (nearest-neighbour
+    when enlarged, so the small model's 64-px pictures stay sharp)."""
+    return tile_grid(
+        rows,
+        labels,
+        height=height,
+        resample=(Image.Resampling.NEAREST, Image.Resampling.LANCZOS),
+        label_at=(3, 1),
+    )
 
 
 def run_demo(

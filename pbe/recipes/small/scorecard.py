@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from pbe.assets import backgrounds_dir
+from pbe.edit_grid import tile_grid
 from pbe.recipes.small.evaluate import (
     MASK_OPTIONS,
     GenerationSettings,
@@ -97,25 +98,13 @@ def held_out_sets(count: int, copy_count: int) -> tuple[list[Edit], list[Edit]]:
     )
 
 
-def to_image(array: np.ndarray) -> Image.Image:
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    return Image.fromarray(array)
-
-
 def tile_sheet(names: list[str], rows: list[list[np.ndarray]], path: Path, scale: int = 2) -> Path:
-    """A figure of equal square tiles: one labelled column per name, one row per list of arrays."""
+    """A figure of equal square tiles (nearest-neighbour, `scale` x): one labelled column per name, one row per
+    list of arrays."""
     size = rows[0][0].shape[0] * scale
-    header = 14
-    sheet = Image.new("RGB", (size * len(names), header + size * len(rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for j, name in enumerate(names):
-        draw.text((j * size + 2, 1), name[: size // 6], fill="black")
-    for i, tiles in enumerate(rows):
-        for j, tile in enumerate(tiles):
-            sheet.paste(to_image(tile).resize((size, size), Image.NEAREST), (j * size, header + i * size))
+    sheet = tile_grid(
+        rows, [name[: size // 6] for name in names], size=size, resample=Image.Resampling.NEAREST
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
