@@ -7,7 +7,7 @@ The rule, for every command and the Python API:
   a file and a failure (a full disk, Ctrl-C) leaves the old file, or nothing, where it was;
 - `write_files` writes a group of files all or none.
 
-Checkpoints (whole folders) use `pbe.checkpoints.tensor_io.atomic_path`, which follows the same rule.
+Checkpoints (whole folders) use `pbe.checkpoints.atomic_replace.atomic_path`, which follows the same rule.
 """
 
 from __future__ import annotations

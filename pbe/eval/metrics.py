@@ -19,6 +19,11 @@ CLIP runs through open_clip with weights from a local file (never downloaded). M
     python -m pbe.eval.metrics square-real COCO_TEST2017 OUT_DIR            (short side 512, centre crop 512)
     python -m pbe.eval.metrics convert-gmm coco2017_gmm_k20 OUT.npz --execute-pickle
     python -m pbe.eval.metrics random-clip OUT.safetensors --seed 0        (random weights: numbers not comparable)
+
+Each metric and its feature extractor is a module of its own, and every name stays importable from here:
+`pbe.eval.clip_features` (CLIP image features), `pbe.eval.feature_files` (.npz feature files, output checks),
+`pbe.eval.fid` (Frechet distance), `pbe.eval.quality_score` (QS and its mixture), `pbe.eval.clip_score` (CLIP
+score). This module holds the command line and its two set-up commands (the squared real set, random CLIP weights).
 """
 
 from __future__ import annotations
@@ -27,447 +32,87 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from scipy import linalg
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvF
 from tqdm import tqdm
 
-from pbe.eval.bench import BenchItem, load_bench, read_mask, white_bounds
-from pbe.files import check_new_file, write_file
-from pbe.models.clip_vision import CLIP_MEAN, CLIP_STD
-
-IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
-QS_SCALE = 300.0  # the authors' max_number: clip(s / 300, 0, 1)
-
-
-# ----------------------------------------------------------------------------------------------- CLIP features
-
-
-@dataclass
-class ClipConfig:
-    weights: str | None = None  # a local .safetensors / .bin / .pt state dict (full CLIP or its visual tower)
-    arch: str = "ViT-B-32"  # an open_clip model name, or a path to an open_clip model-config .json
-    quick_gelu: bool = True  # OpenAI's weights (the authors' clip.load("ViT-B/32")) use QuickGELU
-    device: str | None = None  # None: cuda when available, else cpu
-    batch_size: int = 50
-
-
-def _open_clip_name(arch: str) -> str:
-    import open_clip
-
-    if arch.endswith(".json"):
-        path = Path(arch).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"clip.arch: model config {path} not found")
-        open_clip.add_model_config(path)
-        return path.stem
-    if arch not in open_clip.list_models():
-        raise ValueError(f"clip.arch={arch!r} is not an open_clip model name (nor a .json model config)")
-    return arch
-
-
-def load_clip_visual(cfg: ClipConfig) -> torch.nn.Module:
-    """open_clip's image tower for `cfg.arch` with the weights of `cfg.weights` (strict), in eval mode."""
-
-    from pbe.checkpoints.tensor_io import read_tensors
-
-    if not cfg.weights:
-        raise ValueError(
-            "clip.weights is required: a local file with CLIP ViT-B/32 weights (pbe never downloads); "
-            "`python -m pbe.eval.metrics random-clip` writes random ones (numbers then not comparable)"
-        )
-    state, metadata = read_tensors(Path(cfg.weights).expanduser())
-    name = _open_clip_name(cfg.arch)
-    for key, want in (("arch", name), ("quick_gelu", str(bool(cfg.quick_gelu)))):
-        if key in metadata and metadata[key] != want:
-            raise ValueError(
-                f"clip.weights {cfg.weights} were made for {key}={metadata[key]}, config has {want}"
-            )
-    visual = _create(name, bool(cfg.quick_gelu)).visual
-    if any(k.startswith("visual.") for k in state):
-        state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
-    try:
-        visual.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"clip.weights {cfg.weights} do not fit open_clip {name}: {str(e)[:500]}") from None
-    return visual.eval().requires_grad_(False)
-
-
-def _create(name: str, quick_gelu: bool) -> torch.nn.Module:
-    """open_clip.create_model(name, pretrained=None): random init, without its "no pretrained weights" warning."""
-    import logging
-
-    import open_clip
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
-    finally:
-        root.setLevel(level)
-
-
-def clip_dim(cfg: ClipConfig) -> int:
-    """Width of `cfg.arch`'s image embedding, from open_clip's model config (no model is built)."""
-    import open_clip
-
-    return int(open_clip.get_model_config(_open_clip_name(cfg.arch))["embed_dim"])
-
-
-def clip_preprocess(image: Image.Image, size: int) -> torch.Tensor:
-    """CLIP's own preprocessing: short side to `size` (bicubic), centre crop, RGB, [0, 1], CLIP mean / std."""
-    image = tvF.center_crop(tvF.resize(image, size, interpolation=InterpolationMode.BICUBIC), size)
-    return normalize(tvF.to_tensor(image.convert("RGB")))
-
-
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) in [0, 1] -> CLIP-normalised."""
-    mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
-    return (pixels - mean) / std
-
-
-def open_rgb_file(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as img:
-        img.load()
-        return img.copy()
-
-
-class ClipFeatures:
-    """CLIP image embeddings (encode_image, not normalised), float64 numpy rows."""
-
-    def __init__(self, cfg: ClipConfig):
-        self.cfg = cfg
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.visual = load_clip_visual(cfg).to(self.device)
-        size = self.visual.image_size
-        self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
-        self.dim = int(self.visual.output_dim)
-
-    @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> np.ndarray:
-        """(N, 3, S, S) CLIP-normalised pixels -> (N, dim) float64, in batches of cfg.batch_size."""
-        out = []
-        for start in range(0, pixels.shape[0], self.cfg.batch_size):
-            batch = pixels[start : start + self.cfg.batch_size].to(self.device, torch.float32)
-            out.append(self.visual(batch).double().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.dim))
-
-    def images(
-        self, paths: Sequence[Path], progress: bool = False, desc: str = "CLIP features"
-    ) -> np.ndarray:
-        rows = []
-        bs = self.cfg.batch_size
-        for start in tqdm(range(0, len(paths), bs), desc=desc, disable=not progress):
-            chunk = paths[start : start + bs]
-            pixels = torch.stack([clip_preprocess(open_rgb_file(Path(p)), self.image_size) for p in chunk])
-            rows.append(self.encode(pixels))
-        return np.concatenate(rows) if rows else np.zeros((0, self.dim))
-
-
-def image_files(folder: str | Path) -> list[Path]:
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"{folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-# ----------------------------------------------------------------------------------------------- output files
-
-
-def check_output(
-    path: str | Path, suffix: str, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()
-) -> None:
-    """Before any work: `path` names a `suffix` file that may be written (an existing one only with overwrite, and
-    only if it is a `suffix` file; never an input)."""
-    if not str(path).lower().endswith(suffix):
-        raise ValueError(f"out: {path} must name a {suffix} file")
-    check_new_file(path, overwrite=overwrite, inputs=inputs, suffixes=(suffix,))
-
-
-def npz_writer(**arrays: np.ndarray) -> Callable[[Path], None]:
-    """A `pbe.files` content: np.savez of `arrays` into the path it is given."""
-
-    def write(path: Path) -> None:
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-
-    return write
-
-
-# ----------------------------------------------------------------------------------------------- feature files
-
-
-def check_features(
-    features: np.ndarray, dim: int | None, name: str, expected: str = "the CLIP model's output"
-) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2:
-        raise ValueError(f"{name}: features must be (N, D), got shape {features.shape}")
-    if dim is not None and features.shape[1] != dim:
-        raise ValueError(
-            f"{name}: features are {features.shape[1]}-d but {expected} is {dim}-d; they come from another "
-            "feature extractor"
-        )
-    if not np.isfinite(features).all():
-        raise ValueError(f"{name}: features contain NaN or infinity")
-    return features
-
-
-def write_features(path: str | Path, features: np.ndarray, overwrite: bool = False, **extra) -> None:
-    """features, mu, sigma (and extra arrays) to an .npz, atomically."""
-    mu, sigma = gaussian_stats(features)
-    content = npz_writer(features=features, mu=mu, sigma=sigma, **extra)
-    write_file(path, content, overwrite=overwrite, suffixes=(".npz",))
-
-
-def read_stats(path: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(mu, sigma, features or None) from an .npz holding `features` (N, D) and/or `mu` (D,) + `sigma` (D, D)."""
-    if path.suffix != ".npz":
-        raise ValueError(f"{path}: a feature file must be .npz (features, or mu and sigma)")
-    if not path.is_file():
-        raise FileNotFoundError(f"feature file not found: {path}")
-    with np.load(path, allow_pickle=False) as f:
-        keys = set(f.files)
-        if "features" in keys:
-            features = check_features(f["features"], dim, str(path))
-            mu, sigma = gaussian_stats(features)
-            return mu, sigma, features
-        if not {"mu", "sigma"} <= keys:
-            raise ValueError(f"{path}: holds {sorted(keys)}; expected 'features', or 'mu' and 'sigma'")
-        mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
-    d = dim if dim is not None else mu.shape[0]
-    if mu.shape != (d,) or sigma.shape != (d, d):
-        raise ValueError(
-            f"{path}: mu {mu.shape} / sigma {sigma.shape} do not fit {d}-d CLIP features; they come from "
-            "another feature extractor"
-        )
-    return mu, sigma, None
-
-
-def features_of(source: str | Path, extractor: ClipFeatures | None, progress: bool = False) -> np.ndarray:
-    """Features of an image folder (through `extractor`) or of an .npz holding `features`."""
-    source = Path(source).expanduser()
-    dim = extractor.dim if extractor is not None else None
-    if source.suffix == ".npz":
-        _, _, features = read_stats(source, dim)
-        if features is None:
-            raise ValueError(f"{source}: holds only mu / sigma; per-image features are needed here")
-        return features
-    if extractor is None:
-        raise ValueError(f"{source}: an image folder needs CLIP weights (--clip-weights)")
-    return extractor.images(image_files(source), progress=progress, desc=f"CLIP features of {source.name}")
-
-
-# ----------------------------------------------------------------------------------------------- Frechet distance
-
-
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"need at least 2 feature rows for a covariance, got shape {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), the standard FID formula (with its singular-product fallback)."""
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(
-            f"Frechet distance of {mu1.shape[0]}-d and {mu2.shape[0]}-d statistics: features of different widths"
-        )
-    diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"Frechet distance: imaginary component {np.abs(covmean.imag).max():.3g}")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
-
-
-# ----------------------------------------------------------------------------------------------- quality score
-
-
-@dataclass
-class Mixture:
-    """A Gaussian mixture with full covariances (what the authors' coco2017_gmm_k20 is)."""
-
-    weights: np.ndarray  # (K,)
-    means: np.ndarray  # (K, D)
-    covariances: np.ndarray  # (K, D, D)
-
-    def __post_init__(self):
-        k = self.weights.shape[0]
-        if self.weights.ndim != 1 or self.means.ndim != 2 or self.means.shape[0] != k:
-            raise ValueError(
-                f"mixture: weights {self.weights.shape} and means {self.means.shape} do not agree"
-            )
-        d = self.means.shape[1]
-        if self.covariances.shape != (k, d, d):
-            raise ValueError(f"mixture: covariances {self.covariances.shape}; expected {(k, d, d)}")
-
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
-
-    def log_likelihood(self, x: np.ndarray) -> np.ndarray:
-        """Per-row log p(x) = logsumexp_k [log w_k + log N(x; mu_k, S_k)] (scikit-learn's score_samples)."""
-        x = check_features(x, self.dim, "quality score", "the mixture")
-        d = self.dim
-        per_component = np.empty((x.shape[0], self.weights.shape[0]))
-        for k, (w, mu, cov) in enumerate(zip(self.weights, self.means, self.covariances, strict=True)):
-            chol = linalg.cholesky(cov, lower=True)
-            y = linalg.solve_triangular(chol, (x - mu).T, lower=True)
-            log_det = 2.0 * np.log(np.diag(chol)).sum()
-            per_component[:, k] = np.log(w) - 0.5 * (d * np.log(2 * np.pi) + log_det + (y * y).sum(axis=0))
-        top = per_component.max(axis=1, keepdims=True)
-        return (top + np.log(np.exp(per_component - top).sum(axis=1, keepdims=True)))[:, 0]
-
-
-def quality_score(log_likelihood: np.ndarray) -> float:
-    """The authors' QS: mean of clip(s / 300, 0, 1), times 100."""
-    return float(np.clip(np.asarray(log_likelihood) / QS_SCALE, 0, 1).mean() * 100)
-
-
-def fit_gmm(features: np.ndarray, n_components: int = 20, seed: int = 0) -> Mixture:
-    """scikit-learn GaussianMixture (full covariance, as the authors' GIQA-style fit), deterministic for `seed`."""
-    from sklearn.mixture import GaussianMixture
-
-    features = check_features(features, None, "fit-gmm")
-    if features.shape[0] < n_components:
-        raise ValueError(f"fit-gmm: {features.shape[0]} feature rows for {n_components} components")
-    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed)
-    gmm.fit(features)
-    return Mixture(gmm.weights_.copy(), gmm.means_.copy(), gmm.covariances_.copy())
-
-
-def save_gmm(mixture: Mixture, path: str | Path, overwrite: bool = False) -> None:
-    content = npz_writer(weights=mixture.weights, means=mixture.means, covariances=mixture.covariances)
-    write_file(path, content, overwrite=overwrite, suffixes=(".npz",))
-
-
-def load_gmm(path: str | Path) -> Mixture:
-    """A mixture from .npz only (weights, means, covariances); pickles are refused (see convert-gmm)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"mixture file not found: {path}")
-    if path.suffix != ".npz":
-        raise ValueError(
-            f"{path}: mixtures are read from .npz only; convert a scikit-learn pickle once with "
-            "`python -m pbe.eval.metrics convert-gmm PICKLE OUT.npz --execute-pickle`"
-        )
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"weights", "means", "covariances"} - set(f.files)
-        if missing:
-            raise ValueError(f"{path}: lacks {sorted(missing)} (expected weights, means, covariances)")
-        return Mixture(*(np.asarray(f[k], np.float64) for k in ("weights", "means", "covariances")))
-
-
-def mixture_from_sklearn(gmm) -> Mixture:
-    """Full covariances from a fitted scikit-learn GaussianMixture of any covariance_type."""
-    kind = getattr(gmm, "covariance_type", None)
-    weights, means, cov = (
-        np.asarray(getattr(gmm, a), np.float64) for a in ("weights_", "means_", "covariances_")
-    )
-    k, d = means.shape
-    if kind == "full":
-        full = cov
-    elif kind == "tied":
-        full = np.broadcast_to(cov, (k, d, d)).copy()
-    elif kind == "diag":
-        full = np.stack([np.diag(c) for c in cov])
-    elif kind == "spherical":
-        full = np.stack([c * np.eye(d) for c in cov])
-    else:
-        raise ValueError(f"not a fitted scikit-learn GaussianMixture (covariance_type={kind!r})")
-    return Mixture(weights, means, full)
-
-
-def convert_gmm_pickle(
-    src: str | Path, dst: str | Path, execute_pickle: bool, overwrite: bool = False
-) -> Mixture:
-    """One-time conversion of the authors' pickled GaussianMixture to .npz. Unpickling runs code from the file:
-    it is done only with execute_pickle=True, for a file you trust."""
-    if not execute_pickle:
-        raise ValueError(
-            "convert-gmm unpickles SRC, which executes code stored in the file; pass --execute-pickle to confirm "
-            "you trust it"
-        )
-    import pickle
-
-    src = Path(src).expanduser()
-    if not src.is_file():
-        raise FileNotFoundError(f"convert-gmm: {src} not found")
-    check_output(dst, ".npz", overwrite, inputs=[src])
-    with open(src, "rb") as f:
-        gmm = pickle.load(f)  # noqa: S301 -- explicit, flagged opt-in
-    mixture = mixture_from_sklearn(gmm)
-    save_gmm(mixture, dst, overwrite=overwrite)
-    return mixture
-
-
-# ----------------------------------------------------------------------------------------------- CLIP score
-
-
-def region_crop(result: torch.Tensor, mask: np.ndarray, size: int) -> torch.Tensor:
-    """The authors' crop of a CLIP-normalised result (3, H, W) to the mask's box, stretched to size x size
-    (bilinear, no antialiasing: torchvision's tensor Resize of their environment)."""
-    if tuple(result.shape[-2:]) != tuple(mask.shape):
-        raise ValueError(
-            f"result is {result.shape[-1]}x{result.shape[-2]} but its mask is {mask.shape[1]}x{mask.shape[0]}"
-        )
-    top, bottom, left, right = white_bounds(mask)
-    crop = result[:, top:bottom, left:right]
-    return F.interpolate(
-        crop[None], size=(size, size), mode="bilinear", align_corners=False, antialias=False
-    )[0]
-
-
-def reference_pixels(path: Path, size: int) -> torch.Tensor:
-    """The authors' reference: PIL resize to size x size (PIL's default filter), RGB, CLIP-normalised."""
-    return normalize(tvF.to_tensor(open_rgb_file(path).resize((size, size)).convert("RGB")))
-
-
-def clip_scores(
-    extractor: ClipFeatures, results: Sequence[Path], items: Sequence[BenchItem], progress: bool = False
-) -> np.ndarray:
-    """100 x cosine(result crop, reference) per item (float64)."""
-    if len(results) != len(items):
-        raise ValueError(f"{len(results)} results for {len(items)} items")
-    size, scores = extractor.image_size, []
-    bs = extractor.cfg.batch_size
-    for start in tqdm(range(0, len(items), bs), desc="CLIP score", disable=not progress):
-        crops, refs = [], []
-        for path, item in zip(results[start : start + bs], items[start : start + bs], strict=True):
-            result = normalize(tvF.to_tensor(open_rgb_file(Path(path)).convert("RGB")))
-            try:
-                crops.append(region_crop(result, read_mask(item.mask), size))
-            except ValueError as e:
-                raise ValueError(f"CLIP score of item {item.id} ({path}): {e}") from None
-            refs.append(reference_pixels(item.reference, size))
-        a, b = extractor.encode(torch.stack(crops)), extractor.encode(torch.stack(refs))
-        a /= np.linalg.norm(a, axis=1, keepdims=True)
-        b /= np.linalg.norm(b, axis=1, keepdims=True)
-        scores.append(100.0 * (a * b).sum(axis=1))
-    return np.concatenate(scores) if scores else np.zeros(0)
+from pbe.eval.bench import BenchItem, load_bench
+from pbe.eval.clip_features import (
+    IMAGE_SUFFIXES,
+    ClipConfig,
+    ClipFeatures,
+    _create,
+    _open_clip_name,
+    clip_dim,
+    clip_preprocess,
+    image_files,
+    load_clip_visual,
+    normalize,
+    open_rgb_file,
+)
+from pbe.eval.clip_score import clip_scores, reference_pixels, region_crop
+from pbe.eval.feature_files import (
+    check_features,
+    check_output,
+    features_of,
+    npz_writer,
+    read_stats,
+    write_features,
+)
+from pbe.eval.fid import frechet_distance, gaussian_stats
+from pbe.eval.quality_score import (
+    QS_SCALE,
+    Mixture,
+    convert_gmm_pickle,
+    fit_gmm,
+    load_gmm,
+    mixture_from_sklearn,
+    quality_score,
+    save_gmm,
+)
+from pbe.files import write_file
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "QS_SCALE",
+    "ClipConfig",
+    "ClipFeatures",
+    "Mixture",
+    "bench_results",
+    "check_features",
+    "check_output",
+    "clip_dim",
+    "clip_preprocess",
+    "clip_scores",
+    "convert_gmm_pickle",
+    "features_of",
+    "fit_gmm",
+    "frechet_distance",
+    "gaussian_stats",
+    "image_files",
+    "load_clip_visual",
+    "load_gmm",
+    "main",
+    "mixture_from_sklearn",
+    "normalize",
+    "npz_writer",
+    "open_rgb_file",
+    "quality_score",
+    "random_clip_weights",
+    "read_stats",
+    "reference_pixels",
+    "region_crop",
+    "save_gmm",
+    "square_real",
+    "weights_metadata",
+    "write_features",
+]
 
 
 # ----------------------------------------------------------------------------------------------- real set, weights
