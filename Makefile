@@ -47,6 +47,7 @@ app: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layer contract and no import cycles (pyproject.toml [tool.importlinter])
 
 test: lint
 	$(BIN)/python -m pytest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 
@@ -24,9 +25,18 @@ def swept_keys(argv: Sequence[str]) -> list[str]:
 
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
-    """Every job of a command line's sweep, as override lists, expanded exactly as Hydra's basic sweeper does."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """Every job of a command line's sweep, as override lists, expanded as Hydra's basic sweeper does: each key once
+    (its last value), in the order of its first appearance; every combination, the last key varying fastest."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return BasicSweeper.split_arguments(parsed, None)[0]
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:  # interval(...): for an optimizing sweeper, not a list of jobs (Hydra's own message)
+            raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+    return [list(job) for job in itertools.product(*choices.values())]

@@ -237,16 +237,19 @@ def test_bad_padding_mask_crop_is_refused_before_model_work(guarded, change, mat
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def test_train_resolution_round_trips_the_native_layout_and_is_none_elsewhere(folder, tmp_path):
+def test_train_resolution_round_trips_pbe_written_files_and_is_none_for_diffusers(folder, tmp_path):
     from helpers import tiny_diffusers_pipeline
 
     ckpt = load_checkpoint(folder)
     ckpt.train_resolution = 48
     save_checkpoint(ckpt, tmp_path / "native", "native", progress=False)
     save_checkpoint(ckpt, tmp_path / "model.ckpt", "ldm", progress=False)
+    ckpt.train_resolution = None  # as the released model.ckpt: no entry
+    save_checkpoint(ckpt, tmp_path / "released.ckpt", "ldm", progress=False)
     tiny_diffusers_pipeline().save_pretrained(tmp_path / "diffusers")
     assert PaintByExamplePipeline.from_pretrained(tmp_path / "native").train_resolution == 48
-    assert PaintByExamplePipeline.from_pretrained(tmp_path / "model.ckpt").train_resolution is None
+    assert PaintByExamplePipeline.from_pretrained(tmp_path / "model.ckpt").train_resolution == 48
+    assert PaintByExamplePipeline.from_pretrained(tmp_path / "released.ckpt").train_resolution is None
     assert PaintByExamplePipeline.from_pretrained(tmp_path / "diffusers").train_resolution is None
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import hydra
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package
 # FileNotFoundError, FileExistsError, a full disk: a message, not a traceback
 BAD_INPUT = (ValueError, OSError)
 

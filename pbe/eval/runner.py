@@ -16,12 +16,12 @@ k belongs to rank k % world_size, and an item's noise comes from its own CPU gen
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -30,11 +30,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import functional as tvF
 
+from pbe import edit_options as opt
 from pbe.checkpoints.formats import DTYPES, Checkpoint
 from pbe.diffusion import check_steps_for
-from pbe.eval.bench import BenchItem, item_seed, load_bench
+from pbe.eval.bench import BenchItem, item_seed, load_bench, meta_path, result_path
 from pbe.eval.metrics import ClipConfig, normalize
-from pbe.files import check_folder_writable, check_new_file, write_files, write_json
+from pbe.files import check_folder_writable, check_new_file, json_text, sha256_of, write_files, write_json
 
 EXEMPLAR_MODES = ("authors", "clip")
 RUN_CONFIG = "run_config.json"  # marks a folder that a pbe.eval run wrote
@@ -43,18 +44,26 @@ REPORT_FILES = ("results.json", "per_item.json", "table.md")  # and contact_shee
 
 @dataclass
 class EditSettings:
-    """What the edited images depend on (besides the model and the items)."""
+    """What the edited images depend on (besides the model and the items); checked as sample.py checks the same
+    options (pbe.edit_options), in pbe.eval's words where its messages always differed."""
 
-    seed: int = 42
-    steps: int = 50
-    guidance: float = 5.0
+    # each item's seed is derived from (seed, item id): see pbe.eval.bench.item_seed
+    seed: int = opt.seed_option()
+    steps: int = opt.steps_option(what="a positive integer")
+    guidance: float = opt.guidance_option(what=">= 0")
     eta: float = 0.0
-    sampler: str | None = None  # None: the checkpoint's own (PLMS for the released model)
-    batch_size: int = 1
-    dtype: str = "fp32"
+    sampler: str | None = opt.sampler_option()  # None: the checkpoint's own (PLMS for the released model)
+    batch_size: int = opt.option(
+        1, "items per pipeline call", partial(opt.integer, low=1, what="a positive integer")
+    )
+    dtype: str = opt.dtype_option()
     # authors: the reference stretched to the encoder's size (PIL resize) as the authors' test-bench loader does;
     # clip: CLIPImageProcessor preprocessing (short side, centre crop) as in diffusers
-    exemplar: str = "authors"
+    exemplar: str = opt.option(
+        "authors",
+        "authors: the reference stretched as in the authors' loader; clip: CLIPImageProcessor crop",
+        partial(opt.choice, valid=EXEMPLAR_MODES),
+    )
 
 
 @dataclass
@@ -87,18 +96,7 @@ def parse_args(cfg) -> EvalArgs:
     for key in ("weights", "bench"):
         if not values.get(key) or values[key] == "???":
             raise ValueError(f"{key} is required: pass {key}=PATH")
-    edit = EditSettings(**{k: values[k] for k in asdict(EditSettings()) if k in values})
-    if isinstance(edit.steps, bool) or not isinstance(edit.steps, int) or edit.steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {edit.steps!r}")
-    if isinstance(edit.batch_size, bool) or not isinstance(edit.batch_size, int) or edit.batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {edit.batch_size!r}")
-    if not isinstance(edit.guidance, int | float) or edit.guidance < 0:
-        raise ValueError(f"guidance must be >= 0, got {edit.guidance!r}")
-    if edit.exemplar not in EXEMPLAR_MODES:
-        raise ValueError(f"exemplar={edit.exemplar!r}; valid: {EXEMPLAR_MODES}")
-    if edit.dtype not in DTYPES:
-        raise ValueError(f"dtype={edit.dtype!r}; valid: {tuple(DTYPES)}")
-    check_sampler_name(edit.sampler)
+    edit = EditSettings(**opt.check_values(EditSettings, values))
     overwrite = values.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise ValueError(f"overwrite must be true or false, got {overwrite!r}")
@@ -124,15 +122,6 @@ def parse_args(cfg) -> EvalArgs:
     )
 
 
-def check_sampler_name(sampler) -> None:
-    from pbe.diffusion import SAMPLERS
-
-    if sampler is not None and (not isinstance(sampler, str) or sampler not in SAMPLERS):
-        raise ValueError(
-            f"sampler={sampler!r}; valid: {', '.join(SAMPLERS)}, or null for the checkpoint's own"
-        )
-
-
 def read_checkpoint(weights: Path) -> Checkpoint:
     """The checkpoint's config, scheduler and memory-mapped tensors (no model is built), or a clear error."""
     from pbe.checkpoints.formats import load_checkpoint
@@ -151,32 +140,6 @@ def min_image_side(ckpt: Checkpoint) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- files
-
-
-def sha256_of(path: str | Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def json_text(data) -> str:
-    return json.dumps(data, indent=2) + "\n"
-
-
-def result_path(out: Path, item: BenchItem) -> Path:
-    return out / "results" / f"{item.id}.png"
-
-
-def meta_path(out: Path, item: BenchItem) -> Path:
-    return out / "meta" / f"{item.id}.json"
 
 
 def report_paths(args: EvalArgs) -> list[Path]:
