@@ -1,9 +1,12 @@
-"""python -m pbe.eval: the benchmark runner (options and defaults: configs/eval.yaml)."""
+"""python -m pbe.eval: the benchmark runner (options: configs/eval.yaml; the edit settings' defaults and checks:
+pbe.eval.runner.EditSettings)."""
 
 import sys
 from pathlib import Path
 
 import hydra
+
+import pbe.eval.runner  # noqa: F401 (registers the edit settings, configs/eval.yaml's base, before Hydra composes)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package
 # FileNotFoundError, FileExistsError, a full disk: a message, not a traceback

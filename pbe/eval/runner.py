@@ -66,6 +66,10 @@ class EditSettings:
     )
 
 
+EDIT_SCHEMA = "eval_edit_options"  # configs/eval.yaml's base in Hydra's ConfigStore: EditSettings' defaults
+opt.register_schema(EDIT_SCHEMA, EditSettings)
+
+
 @dataclass
 class MetricSettings:
     compute: bool = True
