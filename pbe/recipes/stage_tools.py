@@ -180,3 +180,17 @@ def export_recipe_model(c: dict, run_dir: Path, vae: Path, vision: Path, export:
         export_run_checkpoint(last, dst, vae, vision)
         set_train_resolution(dst, resolution)
     return model_dir
+
+
+def start_recipe(cfg, section: str, run_dir) -> tuple[dict, dict, Path, StageClock]:
+    """A recipe's plain config, its ``section`` options (``small`` / ``objects``), the run folder and a stage clock;
+    refuses an existing ``<section>.export`` without ``<section>.overwrite`` before any stage runs."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    opts = c.get(section) or {}
+    export = opts.get("export")
+    if export and Path(export).exists() and not opts.get("overwrite"):
+        raise FileExistsError(
+            f"{section}.export={export} exists; pass {section}.overwrite=true to replace it"
+        )
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return c, opts, Path(run_dir), StageClock()

@@ -3,21 +3,7 @@ their `configs/v1.yaml` and `ldm/models/diffusion/ddpm.py`). The objective itsel
 the options `pbe.training.configs`, FSDP `pbe.training.sharding`, EMA `pbe.training.ema`; this module holds the
 step, the random generator and its checkpointed state, logging, the optimizer and preview sampling.
 
-Per step, for a batch of (image in [-1, 1], keep-mask 1 = keep, CLIP-normalised exemplar):
-
-- z0 = s * VAE.encode(image).sample(), z_masked = s * VAE.encode(image * keep).sample(), s = the VAE config's
-  scale factor (0.18215 for SD): posterior samples, VAE frozen and in eval mode;
-- keep-mask resized to latent size with bilinear interpolation (soft edges, no threshold);
-- t ~ U{0..T-1} per sample (`objective.timestep_power`, not in the paper, can favour the high-noise steps);
-  z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps on the 4 latent channels only (the schedule of every Paint-by-Example
-  model, `PAINT_BY_EXAMPLE_SCHEDULER`);
-- context = exemplar encoder(exemplar), replaced by the learned unconditional vector with probability p
-  (`cfg_dropout`, 0.2): one draw for the whole batch per step (the original, default) or one per sample;
-- loss = plain MSE between UNet(cat[z_t, z_masked, mask], t, context) and eps, over the whole latent
-  (`objective.mask_loss_weight`, not in the paper, can weight the edit region more; 1.0 is the paper's loss);
-- not in the paper, only with `data.augment.recolour_p > 0`: a recoloured sample (its object in another colour than
-  the exemplar's) with t >= `objective.recolour_min_t` and an exemplar is noised from the recoloured copy, and the
-  target is the noise that leads from the true z0 to that z_t (`recoloured_start`).
+The loss of a step is described in `pbe.training.objective`.
 
 Trained: the whole UNet, the mapper, the final LayerNorm, the projection and the unconditional vector (AdamW, lr 1e-5,
 weight decay 0.01, linear warm-up from 1e-6 * lr over 10k steps, then constant; `optim.decay=cosine`, not in the

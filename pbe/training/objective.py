@@ -17,13 +17,7 @@ Per step, for a batch of (image in [-1, 1], keep-mask 1 = keep, CLIP-normalised 
   the exemplar's) with t >= `objective.recolour_min_t` and an exemplar is noised from the recoloured copy, and the
   target is the noise that leads from the true z0 to that z_t (`recoloured_start`).
 
-Trained: the whole UNet, the mapper, the final LayerNorm, the projection and the unconditional vector (AdamW, lr 1e-5,
-weight decay 0.01, linear warm-up from 1e-6 * lr over 10k steps, then constant; `optim.decay=cosine`, not in the
-paper, anneals it for short runs). Frozen, in eval mode, never in the optimizer: the VAE and the CLIP vision tower.
-
-Every random draw of a step comes from one generator seeded by the run's seed and drawn for the *global* batch (all
-ranks draw the same numbers and each takes its slice), so a run on N devices computes what one device computes on
-the N-times larger batch, and the generator's state in the checkpoint makes resumed runs exact.
+What is trained, the optimizer and how the draws stay exact across devices and resumes: `pbe.training.module`.
 """
 
 from __future__ import annotations

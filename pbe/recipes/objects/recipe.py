@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pbe.recipes.autoencoder import train_autoencoder
 from pbe.recipes.objects.tower import train_object_tower
@@ -27,6 +26,7 @@ from pbe.recipes.stage_tools import (
     final_loss,
     frozen_parts_from,
     stage_metric,
+    start_recipe,
 )
 
 
@@ -42,14 +42,8 @@ def done_or_run(clock: StageClock, name: str, output: Path, fn, *args) -> Path:
 def train_objects(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None = None) -> Path:
     from pbe.training.run import train_diffusion
 
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    opts = c.get("objects") or {}
+    c, opts, run_dir, clock = start_recipe(cfg, "objects", run_dir)
     export = opts.get("export")
-    if export and Path(export).exists() and not opts.get("overwrite"):
-        raise FileExistsError(f"objects.export={export} exists; pass objects.overwrite=true to replace it")
-    run_dir = Path(run_dir)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    clock = StageClock()
     if opts.get(
         "frozen_from"
     ):  # the ablations: the committed model's autoencoder and tower, as SD's are shared

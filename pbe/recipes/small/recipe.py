@@ -13,32 +13,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pbe.recipes.autoencoder import train_autoencoder
 from pbe.recipes.small.tower import train_vision
 from pbe.recipes.stage_tools import (
-    StageClock,
     diffusion_config,
     export_recipe_model,
     final_loss,
     frozen_parts_from,
     stage_metric,
+    start_recipe,
 )
 
 
 def train_small(cfg: DictConfig | dict, run_dir: Path, callbacks: list | None = None) -> Path:
     from pbe.training.run import train_diffusion
 
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    small = c.get("small") or {}
+    c, small, run_dir, clock = start_recipe(cfg, "small", run_dir)
     export = small.get("export")
-    if export and Path(export).exists() and not small.get("overwrite"):
-        raise FileExistsError(f"small.export={export} exists; pass small.overwrite=true to replace it")
-    run_dir = Path(run_dir)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    clock = StageClock()
     if small.get("frozen_from"):
         vae, vision = clock.run("frozen parts", frozen_parts_from, small["frozen_from"], run_dir / "frozen")
     else:
