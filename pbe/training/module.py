@@ -16,16 +16,13 @@ the N-times larger batch, and the generator's state in the checkpoint makes resu
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Mapping
 
 import lightning as L
-import numpy as np
 import torch
 
 from pbe.diffusion.scheduler_config import PAINT_BY_EXAMPLE_SCHEDULER, from_scheduler_config
-from pbe.training import objective
+from pbe.training import objective, rng_state
 from pbe.training.configs import (  # noqa: F401 (re-exported: configs and the schedule are imported from here)
     EMAConfig,
     GuardConfig,
@@ -39,8 +36,7 @@ from pbe.training.model_factory import build_model, plain_config
 from pbe.training.objective import Draws
 from pbe.training.preview import preview_edits
 from pbe.training.sharding import average_replicated_grads, grad_norm_squares, shard_model
-
-TIMESTEP_BUCKETS = 10
+from pbe.training.timestep_buckets import bucket_metrics, bucket_stats
 
 
 def trained_parameter_names(model) -> list[str]:
@@ -142,26 +138,10 @@ class PaintByExampleModule(L.LightningModule):
         return (vae.latent_channels, image.shape[-2] // f, image.shape[-1] // f)
 
     def rng_state(self) -> dict:
-        state = {
-            "draws": self.draw_generator().get_state(),
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-        }
-        np_state = np.random.get_state()
-        state["numpy"] = (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        return rng_state.capture(self.draw_generator())
 
     def restore_rng(self, state: dict) -> None:
-        self.generator.set_state(state["draws"].to(torch.uint8).cpu())
-        torch.set_rng_state(state["torch"].cpu())
-        version, ints, gauss = state["python"]
-        random.setstate((version, tuple(ints), gauss))
-        name, keys, *rest = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        rng_state.restore(self.generator, state)
 
     # ------------------------------------------------------------------------------------------- objective
     # (pbe.training.objective; these methods bind the module's model, schedule and options)
@@ -218,28 +198,19 @@ class PaintByExampleModule(L.LightningModule):
         return None  # Lightning skips backward and the optimizer step
 
     def log_timestep_buckets(self, per_sample: torch.Tensor, timesteps: torch.Tensor) -> None:
-        """Accumulate the loss per timestep bucket (10 of 100 steps); written every `log_every_n_steps` steps
-        straight to the loggers, with only the buckets that occurred in that interval."""
-        width = math.ceil(self.num_train_timesteps / TIMESTEP_BUCKETS)
-        bucket = (timesteps // width).clamp(max=TIMESTEP_BUCKETS - 1)
-        stats = torch.zeros(2, TIMESTEP_BUCKETS, device=per_sample.device)
-        stats[0].index_add_(0, bucket, per_sample.float())
-        stats[1].index_add_(0, bucket, torch.ones_like(per_sample, dtype=torch.float32))
+        """Accumulate the loss per timestep bucket; written every `log_every_n_steps` steps straight to the
+        loggers, with only the buckets that occurred in that interval (`pbe.training.timestep_buckets`)."""
+        stats = bucket_stats(per_sample, timesteps, self.num_train_timesteps)
         if self.world()[1] > 1:
             stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
         self.bucket_stats = stats.cpu() if self.bucket_stats is None else self.bucket_stats + stats.cpu()
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
         if self.global_step % max(every, 1):
             return
-        sums, counts = self.bucket_stats
-        self.bucket_stats = None
+        stats, self.bucket_stats = self.bucket_stats, None
         if self._trainer is None or not self.trainer.is_global_zero:
             return
-        metrics = {}
-        for i in range(TIMESTEP_BUCKETS):
-            if counts[i] > 0:
-                lo, hi = i * width, min((i + 1) * width, self.num_train_timesteps) - 1
-                metrics[f"train_t/loss_t{lo:03d}-{hi:03d}"] = float(sums[i] / counts[i])
+        metrics = bucket_metrics(stats, self.num_train_timesteps)
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
 
