@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--mask-scenes", type=int, default=50, help="scenes for generate_mask IoU (default 50)"
     )
+    parser.add_argument(
+        "--cache",
+        help="objects-ablation: keep each model's figures here and reuse them (same path, edits, settings)",
+    )
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             settings = Settings(steps=args.steps, guidance=args.guidance, seed=args.seed)
             scores = run_objects_ablation(
-                parse_models(args.model), args.data, args.judge, out, args.edits, settings
+                parse_models(args.model), args.data, args.judge, out, args.edits, settings, args.cache
             )
             print(ablation_table(scores))
         elif args.what == "objects":

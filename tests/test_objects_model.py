@@ -151,7 +151,7 @@ def test_an_ablation_reuses_the_frozen_parts_of_a_trained_model(recipe_run, fold
     assert frozen and all(torch.equal(trained[k], ablation[k]) for k in frozen)
 
 
-def test_the_ablation_report_pairs_trials_across_models(recipe_run, folder, tmp_path):
+def test_the_ablation_report_pairs_trials_across_models(recipe_run, folder, tmp_path, capsys):
     from pbe.recipes.objects.ablation import run_objects_ablation
     from pbe.recipes.objects.evaluate import Settings
     from pbe.recipes.objects.judge import train_judge
@@ -161,7 +161,13 @@ def test_the_ablation_report_pairs_trials_across_models(recipe_run, folder, tmp_
         "checkpoint": str(recipe_run / "checkpoints" / "last.ckpt"),  # exported with the run's frozen parts
         "model": str(recipe_run / "model"),  # the same weights: every paired difference is exactly 0
     }
-    report = run_objects_ablation(models, folder, judge, tmp_path / "out", 3, Settings(steps=2, batch=4))
+    settings = Settings(steps=2, batch=4)
+    report = run_objects_ablation(models, folder, judge, tmp_path / "out", 3, settings, tmp_path / "cache")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["checkpoint.npz", "model.npz"]
+    capsys.readouterr()
+    again = run_objects_ablation(models, folder, judge, tmp_path / "out2", 3, settings, tmp_path / "cache")
+    assert capsys.readouterr().out.count("figures from") == 2  # nothing generated again
+    assert again["sets"] == report["sets"]
     rows = report["sets"]["training styles"]
     assert rows["checkpoint"]["same_colour"]["n"] == rows["model"]["same_colour"]["n"] == 6
     for k in ("same_colour", "other_colour", "copy_paste"):

@@ -9,6 +9,7 @@ with the full run's checkpoint at the same step on the same lr schedule.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -90,9 +91,51 @@ def model_figures(pipe, judge, edits: EditSet, settings: Settings) -> dict:
     }
 
 
-def run_objects_ablation(models: dict[str, str], root, judge_path, out, n: int, settings: Settings) -> dict:
+FIGURE_ROWS = 6
+
+
+def cached_figures(cache: Path | None, name: str, key: dict) -> tuple[dict, dict] | None:
+    """(raw figures per set, picture results per set) that an earlier run stored for this model and key."""
+    path = None if cache is None else Path(cache) / f"{name}.npz"
+    if path is None or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if json.loads(str(z["key"])) != key:
+            return None
+        raw, pictures = {}, {}
+        for entry in z.files:
+            if "|" not in entry:
+                continue
+            set_name, what = entry.split("|")
+            if what == "pictures":
+                pictures[set_name] = z[entry]
+            else:
+                raw.setdefault(set_name, {})[what] = z[entry].tolist()
+    return raw, pictures
+
+
+def store_figures(cache: Path, name: str, key: dict, raw: dict, pictures: dict) -> None:
+    from pbe.files import write_file
+
+    arrays = {"key": np.array(json.dumps(key))}
+    for set_name, figures in raw.items():
+        arrays.update({f"{set_name}|{k}": np.asarray(v) for k, v in figures.items()})
+        arrays[f"{set_name}|pictures"] = pictures[set_name]
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    write_file(Path(cache) / f"{name}.npz", save, overwrite=True)
+
+
+def run_objects_ablation(
+    models: dict[str, str], root, judge_path, out, n: int, settings: Settings, cache=None
+) -> dict:
     """Every model on the same edit sets (training styles and the reserved style); figures + paired differences
-    against the first model; writes objects_ablation.md / .json and objects_ablation_edits.png to ``out``."""
+    against the first model; writes objects_ablation.md / .json and objects_ablation_edits.png to ``out``.
+    ``cache``: a folder keeping each model's per-trial figures (``<name>.npz``, keyed by its path, the edit count,
+    the settings and the judge), so that models can be scored in several runs (e.g. while others still train)."""
     from pbe.files import write_file, write_json
     from pbe.recipes.objects.judge import load_judge
     from pbe.recipes.objects.scorecard import style_sets
@@ -115,10 +158,20 @@ def run_objects_ablation(models: dict[str, str], root, judge_path, out, n: int, 
                 edits = edit_set(root, n, styles, size, seed=101 + k)
                 if edits.scenes:
                     sets[set_name] = edits
-        raw[name] = {}
-        for set_name, edits in sets.items():
-            raw[name][set_name] = model_figures(pipe, judge, edits, settings)
-            pictures.setdefault(set_name, {})[name] = edits.results["same_object"].copy()
+        key = {"path": str(path), "edits": n, "settings": vars(settings), "judge": str(judge_path)}
+        found = cached_figures(cache, name, key)
+        if found is not None:
+            print(f"{name}: figures from {cache}")
+            raw[name], shown = found
+        else:
+            raw[name], shown = {}, {}
+            for set_name, edits in sets.items():
+                raw[name][set_name] = model_figures(pipe, judge, edits, settings)
+                shown[set_name] = edits.results["same_object"][:FIGURE_ROWS].copy()
+            if cache is not None:
+                store_figures(cache, name, key, raw[name], shown)
+        for set_name in sets:
+            pictures.setdefault(set_name, {})[name] = shown[set_name]
     reference = next(iter(models))
     report = {
         "models": dict(models),
@@ -143,7 +196,9 @@ def run_objects_ablation(models: dict[str, str], root, judge_path, out, n: int, 
     write_file(out / "objects_ablation.md", ablation_table(report), overwrite=True)
     first = next(iter(sets))
     write_file(
-        out / "objects_ablation_edits.png", ablation_figure(sets[first], pictures[first], 6), overwrite=True
+        out / "objects_ablation_edits.png",
+        ablation_figure(sets[first], pictures[first], FIGURE_ROWS),
+        overwrite=True,
     )
     return report
 
