@@ -1,5 +1,7 @@
-"""pbe as an installed package: a wheel (not the editable checkout) installed into a folder of its own, its console
-scripts run from an unrelated folder, with the configs, the default model and the demo inputs it ships."""
+"""pbe as an installed package: a wheel (not the editable checkout) installed into a fresh virtual environment, its
+console scripts run from an unrelated folder, with the configs, the default model and the demo inputs it ships.
+The environment reaches the dependencies already installed here (torch etc.) through a .pth line, not pbe: the
+checkout's editable install is a .pth hook that only its own environment runs."""
 
 import os
 import shutil
@@ -16,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, dict]:
-    """(install folder, environment whose PYTHONPATH puts it before the editable checkout)."""
+    """(virtual environment with the wheel installed, environment variables to run it with)."""
     tmp = tmp_path_factory.mktemp("install")
     source = tmp / "source"  # a copy, so that building leaves no build/ or egg-info in the checkout
     source.mkdir()
@@ -30,14 +32,19 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
         capture_output=True,
     )
     wheel = next((tmp / "wheel").glob("pbe-*.whl"))
-    site = tmp / "site"
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = site_packages(venv)
+    deps = Path(np.__file__).parents[1]  # this environment's site-packages (torch, hydra, ...)
+    (site / "dependencies.pth").write_text(f"{deps}\n")
     subprocess.run(
-        [*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        [*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-index", str(wheel)],
         check=True,
         capture_output=True,
     )
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    return site, env
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["OMP_NUM_THREADS"] = "1"
+    return venv, env
 
 
 def run(args, cwd: Path, env: dict) -> str:
@@ -48,13 +55,19 @@ def run(args, cwd: Path, env: dict) -> str:
     return done.stdout
 
 
+def site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
 def test_the_package_imports_from_the_install_not_the_checkout(installed, tmp_path):
-    site, env = installed
-    where = run([sys.executable, "-c", "import pbe; print(pbe.__file__)"], tmp_path, env).strip()
+    venv, env = installed
+    site = site_packages(venv)
+    python = venv / "bin" / "python"
+    where = run([python, "-c", "import pbe; print(pbe.__file__)"], tmp_path, env).strip()
     assert Path(where).is_relative_to(site)
     shipped = run(
         [
-            sys.executable,
+            python,
             "-c",
             "from pbe.assets import default_model_path; from pbe.sample_cli import CONFIG_DIR; "
             "print(default_model_path()); print(CONFIG_DIR / 'train.yaml')",
@@ -66,7 +79,7 @@ def test_the_package_imports_from_the_install_not_the_checkout(installed, tmp_pa
 
 
 def test_the_packaged_configs_equal_the_checkouts(installed):
-    site, _ = installed
+    site = site_packages(installed[0])
     mine = sorted(p.relative_to(ROOT / "configs") for p in (ROOT / "configs").rglob("*.yaml"))
     shipped = sorted(
         p.relative_to(site / "pbe" / "configs") for p in (site / "pbe" / "configs").rglob("*.yaml")
@@ -88,13 +101,13 @@ def test_the_packaged_configs_equal_the_checkouts(installed):
     ],
 )
 def test_each_console_script_runs_from_another_folder(installed, tmp_path, script, args, expect):
-    site, env = installed
-    assert expect in run([site / "bin" / script, *args], tmp_path, env)
+    venv, env = installed
+    assert expect in run([venv / "bin" / script, *args], tmp_path, env)
 
 
 def test_pbe_edit_edits_with_the_shipped_default_model(installed, tmp_path):
-    site, env = installed
-    demo = site / "pbe" / "assets" / "demo"
+    venv, env = installed
+    demo = site_packages(venv) / "pbe" / "assets" / "demo"
     image = Image.new("RGB", (64, 64), (90, 140, 200))
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
@@ -103,7 +116,7 @@ def test_pbe_edit_edits_with_the_shipped_default_model(installed, tmp_path):
     example = next((demo / "objects").glob("*.png"))
     run(
         [
-            site / "bin" / "pbe-edit",
+            venv / "bin" / "pbe-edit",
             "image=photo.png",
             "mask=mask.png",
             f"example={example}",
