@@ -443,7 +443,7 @@ def run_eval(cfg) -> dict | None:
     if missing:
         raise RuntimeError(f"{len(missing)} items have no result after editing, e.g. {missing[:3]}")
 
-    from pbe.eval.report import score_and_report
+    from pbe.eval.results import score_and_report
 
     counts = {
         "items": len(items),
