@@ -143,7 +143,9 @@ def matching_steps(distances: dict[int, float], target: float, last: int) -> tup
     ok = {n: d <= target for n, d in distances.items()}
     first = min((n for n, good in ok.items() if good), default=None)
     failures = [n for n, good in ok.items() if not good and n <= last]
-    stable = (max(failures) + 1 if failures else min(ok)) if ok.get(last, False) else None
+    # the fewest measured count above the last failure (with --max-steps below 50 only REPORTED counts are measured)
+    after = min((n for n in ok if n > max(failures)), default=None) if failures else min(ok)
+    stable = after if ok.get(last, False) else None
     return first, stable
 
 
